@@ -1,0 +1,27 @@
+"""Layerwise batch-entropy regularization (Peer et al., TMLR 2022) for Hugging Face `transformers`."""
+
+from .collect import DEFAULT_TARGETS, ActivationCollector, resolve_target_modules
+from .config import BatchEntropyConfig, LBEArguments
+from .entropy import PI_E, TWO_PI_E, batch_entropy, layer_entropies
+from .loss import lbe_loss, regularized_loss
+from .regularizer import LBEAlphas, LBERegularizer
+from .trainer import LBETrainer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_TARGETS",
+    "PI_E",
+    "TWO_PI_E",
+    "ActivationCollector",
+    "BatchEntropyConfig",
+    "LBEAlphas",
+    "LBEArguments",
+    "LBERegularizer",
+    "LBETrainer",
+    "batch_entropy",
+    "layer_entropies",
+    "lbe_loss",
+    "regularized_loss",
+    "resolve_target_modules",
+]

@@ -1,0 +1,158 @@
+"""`BatchEntropyConfig`: every knob of layerwise batch-entropy regularization in one dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .entropy import CONSTANTS
+
+CONFIG_NAME = "lbe_config.json"
+_REGEX_CHARS = re.compile(r"[\\*+?()\[\]|^$]")
+
+
+@dataclass
+class BatchEntropyConfig:
+    """Configuration of layerwise batch-entropy (LBE) regularization (Peer et al., TMLR 2022).
+
+    The regularized loss is `L + L * L_BE` with `L_BE = beta / L * sum_l (H_l - max(alpha_min, |alpha_l|))^2`
+    (eq. 6), where `H_l` is the batch entropy of layer `l` (eq. 3) and `alpha_l` a learnable target per layer.
+    """
+
+    alpha: float = field(
+        default=0.5,
+        metadata={"help": "Initial entropy target of every regularized layer (one learnable alpha per layer)."},
+    )
+    beta: float = field(
+        default=0.5,
+        metadata={"help": "Weight of the LBE term. 0 turns regularization off (the run is then a plain Trainer run)."},
+    )
+    alpha_min: float = field(
+        default=0.2,
+        metadata={"help": "Lower bound of the entropy target: a layer is pushed to at least this much entropy."},
+    )
+    target_modules: list[str] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Modules whose outputs are regularized. A string is a regex that must match the full module "
+            "name; a list matches exact names or a '.name' suffix (as PEFT's target_modules). None picks the "
+            "documented default for the model's family."
+        },
+    )
+    exclude_modules: list[str] | str | None = field(
+        default=None,
+        metadata={"help": "Modules to leave out, matched like target_modules."},
+    )
+    entropy_constant: str = field(
+        default="pi_e",
+        metadata={
+            "help": "c in 0.5*log(c*var + 1): 'pi_e' as in the authors' code (their alpha/beta were tuned with it) "
+            "or '2pi_e' as written in the paper's eq. (3).",
+            "choices": sorted(CONSTANTS),
+        },
+    )
+    entropy_mode: str = field(
+        default="flatten",
+        metadata={
+            "help": "'flatten' (paper): every non-batch position is a neuron, padding included. 'token': every "
+            "real token (attention_mask == 1) is a sample and every channel a neuron.",
+            "choices": ["flatten", "token"],
+        },
+    )
+    on_nonfinite: str = field(
+        default="skip",
+        metadata={
+            "help": "What to do when the LBE term is NaN/inf: 'skip' drops it for that step (warned, counted in the "
+            "log as lbe_skipped), 'raise' stops training.",
+            "choices": ["skip", "raise"],
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.alpha, str):
+            try:
+                self.alpha = float(self.alpha)
+            except ValueError:
+                raise ValueError(f"alpha must be a number, got {self.alpha!r}.") from None
+        for name in ("alpha", "beta", "alpha_min"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
+                raise ValueError(f"{name} must be a finite number, got {value!r}.")
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0 (0 turns LBE off), got {self.beta}.")
+        if self.alpha_min <= 0:
+            raise ValueError(
+                f"alpha_min must be > 0, got {self.alpha_min}: it is the smallest entropy a layer is pushed to "
+                "(the paper uses 0.2-0.5)."
+            )
+        if self.entropy_constant not in CONSTANTS:
+            raise ValueError(f"entropy_constant must be one of {sorted(CONSTANTS)}, got {self.entropy_constant!r}.")
+        if self.entropy_mode not in ("flatten", "token"):
+            raise ValueError(f"entropy_mode must be 'flatten' or 'token', got {self.entropy_mode!r}.")
+        if self.on_nonfinite not in ("skip", "raise"):
+            raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {self.on_nonfinite!r}.")
+        for name in ("target_modules", "exclude_modules"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                if not value or not all(isinstance(v, str) and v for v in value):
+                    raise ValueError(f"{name} must be a regex string or a non-empty list of module names, got {value}.")
+                setattr(self, name, list(value))
+            elif value is not None and not isinstance(value, str):
+                raise ValueError(f"{name} must be a regex string, a list of names or None, got {type(value).__name__}.")
+
+    @property
+    def constant(self) -> float:
+        return CONSTANTS[self.entropy_constant]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        os.makedirs(save_directory, exist_ok=True)
+        with open(os.path.join(save_directory, CONFIG_NAME), "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> BatchEntropyConfig:
+        """Read `lbe_config.json` from a folder (plain JSON: nothing is executed)."""
+        with open(os.path.join(directory, CONFIG_NAME), encoding="utf-8") as f:
+            values = json.load(f)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{CONFIG_NAME} in {directory} has unknown fields {unknown}; known: {sorted(known)}.")
+        return cls(**values)
+
+
+def _prefixed_arguments_class() -> type:
+    """A dataclass with every `BatchEntropyConfig` field prefixed `lbe_`, for `HfArgumentParser`.
+
+    The prefix keeps `--lbe_alpha` etc. apart from `TrainingArguments` and LoRA flags.
+    """
+    # HfArgumentParser only understands `X | None` unions: module lists become nargs lists on the command line.
+    cli_types = {"target_modules": list[str] | None, "exclude_modules": list[str] | None}
+    fields = []
+    for f in dataclasses.fields(BatchEntropyConfig):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        kind = cli_types.get(f.name, type(default) if default is not None else str | None)
+        fields.append((f"lbe_{f.name}", kind, field(default=default, metadata=dict(f.metadata))))
+
+    def to_config(self) -> BatchEntropyConfig:
+        values = {f.name: getattr(self, f"lbe_{f.name}") for f in dataclasses.fields(BatchEntropyConfig)}
+        for name in cli_types:
+            # One flag value with regex characters is a regex (full match), as a string field would be.
+            if isinstance(values[name], list) and len(values[name]) == 1 and _REGEX_CHARS.search(values[name][0]):
+                values[name] = values[name][0]
+        return BatchEntropyConfig(**values)
+
+    return dataclasses.make_dataclass(
+        "LBEArguments", fields, namespace={"to_config": to_config, "__module__": __name__}
+    )
+
+
+LBEArguments = _prefixed_arguments_class()
+LBEArguments.__doc__ = "`BatchEntropyConfig` as `--lbe_*` command-line flags; `.to_config()` gives the config."

@@ -1,0 +1,100 @@
+"""Small in-memory datasets for the FNN experiments: MNIST idx files and scikit-learn's digits."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+IDX_MAGIC = {2049: 1, 2051: 3}  # labels: 1 dim, images: 3 dims
+
+
+class TensorDictDataset(Dataset):
+    """`{"pixel_values": x[i], "labels": y[i]}` rows over two tensors; works with `default_data_collator`."""
+
+    def __init__(self, pixel_values: torch.Tensor, labels: torch.Tensor):
+        if len(pixel_values) != len(labels):
+            raise ValueError(f"{len(pixel_values)} inputs but {len(labels)} labels.")
+        self.pixel_values = pixel_values
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"pixel_values": self.pixel_values[i], "labels": self.labels[i]}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Reads an IDX file (optionally gzipped), e.g. MNIST's `t10k-images-idx3-ubyte.gz`."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    magic = int.from_bytes(data[:4], "big")
+    if magic not in IDX_MAGIC:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes (magic {magic}, expected 2049 or 2051).")
+    ndim = IDX_MAGIC[magic]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    offset = 4 + 4 * ndim
+    array = np.frombuffer(data, dtype=np.uint8, offset=offset)
+    if array.size != int(np.prod(shape)):
+        raise ValueError(f"{path} is truncated: header says {shape}, found {array.size} values.")
+    return array.reshape(shape)
+
+
+def load_mnist_idx(folder: str | os.PathLike, prefix: str = "t10k") -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST-format images (N, 1, 28, 28) in [0, 1] float32 and labels (N,) int64 from a folder of idx files."""
+    folder = Path(folder)
+
+    def find(kind: str) -> Path:
+        for name in (f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte", f"{prefix}-{kind}.idx"):
+            for candidate in (folder / (name + ".gz"), folder / name):
+                if candidate.is_file():
+                    return candidate
+        raise FileNotFoundError(f"no {prefix} {kind} idx file in {folder} (expected e.g. {prefix}-{kind}-idx*-ubyte.gz).")
+
+    images = read_idx(find("images"))
+    labels = read_idx(find("labels"))
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels in {folder}.")
+    x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+    return x, torch.from_numpy(labels.astype(np.int64))
+
+
+def mnist_split(folder: str | os.PathLike, n_train: int = 8000) -> tuple[TensorDictDataset, TensorDictDataset]:
+    """The benchmark split of MNIST's 10k test set: images [0, n_train) train, the rest test, flattened to 784."""
+    x, y = load_mnist_idx(folder)
+    x = x.reshape(len(x), -1)
+    return TensorDictDataset(x[:n_train], y[:n_train]), TensorDictDataset(x[n_train:], y[n_train:])
+
+
+def digits_split(test_fraction: float = 0.2, seed: int = 0) -> tuple[TensorDictDataset, TensorDictDataset]:
+    """scikit-learn's bundled 8x8 digits (1797 images, 64 features in [0, 1]), a fixed stratified split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x / 16.0, y, test_size=test_fraction, random_state=seed, stratify=y
+    )
+
+    def to_ds(a, b):
+        return TensorDictDataset(torch.tensor(a, dtype=torch.float32), torch.tensor(b, dtype=torch.int64))
+
+    return to_ds(x_train, y_train), to_ds(x_test, y_test)
+
+
+def shared_data_dir() -> Path:
+    """`$LBE_DATA_DIR`, else the `shared/data` folder beside a source checkout (benchmarks and tests read it)."""
+    env = os.environ.get("LBE_DATA_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def default_mnist_folder() -> Path:
+    return shared_data_dir() / "mnist"

@@ -1,0 +1,31 @@
+"""The LBE loss (eq. 5-6 of Peer et al., 2022): pure functions of entropies and alphas."""
+
+from __future__ import annotations
+
+import torch
+
+
+def entropy_targets(alphas: torch.Tensor, alpha_min: float) -> torch.Tensor:
+    """max(alpha_min, |alpha_l|) per layer. Below alpha_min the target is clamped and alpha gets no gradient."""
+    return alphas.abs().clamp(min=alpha_min)
+
+
+def lbe_loss(entropies: torch.Tensor, alphas: torch.Tensor, alpha_min: float, beta: float) -> torch.Tensor:
+    """L_BE = beta / L * sum_l (H_l - max(alpha_min, |alpha_l|))^2, eq. (5).
+
+    Args:
+        entropies: (L,) batch entropy of each regularized layer.
+        alphas: (L,) learnable entropy targets.
+
+    Returns:
+        Scalar tensor.
+    """
+    return beta * (entropies - entropy_targets(alphas, alpha_min)).square().mean()
+
+
+def regularized_loss(task_loss: torch.Tensor, lbe: torch.Tensor) -> torch.Tensor:
+    """L + L * L_BE, eq. (6): the regularizer weighs most while the task loss is high (a stuck network).
+
+    As in the authors' code the task loss is not detached in the product.
+    """
+    return task_loss + task_loss * lbe.to(task_loss.dtype)

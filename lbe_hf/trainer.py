@@ -1,0 +1,159 @@
+"""`LBETrainer`: a drop-in `transformers.Trainer` that adds layerwise batch-entropy regularization."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+from .card import lbe_card_section
+from .collect import unwrap_model
+from .config import BatchEntropyConfig
+from .regularizer import ALPHAS_ATTRIBUTE, LBERegularizer
+
+logger = logging.getLogger(__name__)
+
+TAGS = ["lbe", "lbe_hf", "batch-entropy"]
+
+
+def _model_scales_loss_for_ga(model: nn.Module, accepts_loss_kwargs: bool) -> bool:
+    """Whether the model divides its loss by the Trainer's `num_items_in_batch` (so it is scaled for accumulation).
+
+    transformers infers this from `forward(**kwargs)`, which BERT-style heads also have without using it: their
+    loss is a per-micro-batch mean and must be divided by the accumulation steps. Causal LMs (and models that say
+    so with `accepts_loss_kwargs = True`) do use it.
+    """
+    if not accepts_loss_kwargs:
+        return False
+    base = unwrap_model(model)
+    if getattr(type(base), "accepts_loss_kwargs", None) is True:
+        return True
+    return type(base).__name__ in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
+
+
+class LBETrainer(Trainer):
+    """`transformers.Trainer` with layerwise batch-entropy regularization (Peer et al., TMLR 2022).
+
+    Loss = L + L * L_BE, L being whatever loss the model (or `compute_loss_func`) returns. Everything else is
+    `Trainer`'s: pass `lbe_config=BatchEntropyConfig(...)` besides the usual arguments.
+
+    - Evaluation adds nothing: `eval_loss` is the model's own loss, predictions hold no activations.
+    - The alphas are a submodule of the model (`model.lbe_alphas`), trained without weight decay, and saved as
+      `lbe_alphas.safetensors` + `lbe_config.json` beside the weights of every checkpoint and of `save_model`;
+      the weights themselves load with plain `transformers`.
+    - Logs `task_loss`, `lbe_loss`, `entropy_mean`, `entropy_min`, `alpha_mean`, `lbe_skipped` (averaged since the
+      last log and across processes) through `self.log`, so every `report_to` backend gets them.
+    - Entropies are computed per device micro-batch, as in the paper's single-device runs: with data parallelism
+      or gradient accumulation each (micro-)batch is regularized on its own samples.
+    """
+
+    def __init__(self, model: nn.Module | None = None, args=None, *positional, lbe_config: BatchEntropyConfig | None = None, **kwargs):
+        if model is None:
+            raise ValueError("LBETrainer needs `model=`: the LBE hooks and alphas are attached to it (model_init is not supported).")
+        self.lbe_config = lbe_config if lbe_config is not None else BatchEntropyConfig()
+        # Before Trainer.__init__, so the alphas move to the device with the model and the optimizer sees them.
+        self.lbe = LBERegularizer(model, self.lbe_config)
+        self._lbe_layer_history: list[tuple[int, list[float]]] = []
+        super().__init__(model, args, *positional, **kwargs)
+        self._check_lbe_args()
+        if type(self).loss_is_scaled_for_ga is None:
+            self.loss_is_scaled_for_ga = (
+                _model_scales_loss_for_ga(self.model, self.model_accepts_loss_kwargs) or self.compute_loss_func is not None
+            )
+        base = unwrap_model(self.model)
+        if hasattr(base, "add_model_tags"):
+            base.add_model_tags(TAGS)
+
+    def _check_lbe_args(self) -> None:
+        if self.args.per_device_train_batch_size < 2 and self.lbe_config.entropy_mode == "flatten":
+            raise ValueError(
+                f"per_device_train_batch_size={self.args.per_device_train_batch_size}: batch entropy is a variance "
+                "over the batch and needs at least 2 samples per device. Use a batch size >= 2 (the paper uses "
+                "32-512), or entropy_mode='token' for sequence models."
+            )
+        if self.args.gradient_checkpointing:
+            kwargs = dict(self.args.gradient_checkpointing_kwargs or {})
+            if kwargs.get("use_reentrant", False):
+                # Reentrant checkpointing runs the forward under no_grad: captured activations would carry no
+                # gradient and the LBE term would silently stop training the weights.
+                logger.warning("LBETrainer: switching gradient checkpointing to use_reentrant=False (LBE needs gradients through hooked activations).")
+            kwargs["use_reentrant"] = False
+            self.args.gradient_checkpointing_kwargs = kwargs
+
+    # ---- public state -----------------------------------------------------------------------------------
+
+    @property
+    def alphas(self) -> torch.Tensor:
+        """The learned entropy targets, one per regularized module, as a 1-D tensor."""
+        return self.lbe.alphas
+
+    @property
+    def lbe_module_names(self) -> list[str]:
+        """The regularized modules, in the order of `alphas`."""
+        return list(self.lbe.module_names)
+
+    # ---- loss -------------------------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not model.training:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        with self.lbe.capture():
+            result = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        loss, outputs = result
+        if self.lbe.pending_lbe is not None:  # loss computed outside the model (label smoothing, compute_loss_func)
+            loss = self.lbe.fold(loss)
+        return (loss, outputs) if return_outputs else loss
+
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        # Decay would pull the alphas to 0, where they clamp to alpha_min.
+        return [n for n in super().get_decay_parameter_names(model) if ALPHAS_ATTRIBUTE not in n.split(".")]
+
+    # ---- logging ----------------------------------------------------------------------------------------
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and "eval_loss" not in logs:
+            reduce = None
+            if self.accelerator.num_processes > 1:
+                def reduce(t):
+                    return self.accelerator.reduce(t.to(self.accelerator.device), reduction="sum")
+            metrics, layers = self.lbe.pop_metrics(reduce)
+            logs.update(metrics)
+            if layers is not None:
+                self._lbe_layer_history.append((self.state.global_step, layers.tolist()))
+        super().log(logs, start_time)
+
+    @property
+    def entropy_history(self) -> list[tuple[int, list[float]]]:
+        """(global step, per-layer mean batch entropy since the previous log) at every logging step."""
+        return list(self._lbe_layer_history)
+
+    # ---- saving and loading -----------------------------------------------------------------------------
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict=state_dict)
+        if self.args.should_save:
+            self.lbe.save_pretrained(output_dir if output_dir is not None else self.args.output_dir)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model=model)
+        if not self.lbe.load_pretrained(resume_from_checkpoint):
+            logger.warning(f"No LBE alphas in {resume_from_checkpoint}: keeping their current values.")
+
+    def _load_best_model(self) -> None:
+        super()._load_best_model()
+        if self.state.best_model_checkpoint:
+            self.lbe.load_pretrained(self.state.best_model_checkpoint)
+
+    def create_model_card(self, *args: Any, tags: str | list[str] | None = None, **kwargs: Any) -> None:
+        tags = [tags] if isinstance(tags, str) else list(tags or [])
+        super().create_model_card(*args, tags=sorted(set(tags) | set(TAGS)), **kwargs)
+        if not self.is_world_process_zero():
+            return
+        path = os.path.join(self.args.output_dir, "README.md")
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("\n" + lbe_card_section(self.lbe_config, self.lbe_module_names, self.alphas.tolist()))
