@@ -13,8 +13,9 @@ import os
 import tempfile
 
 import torch
-from transformers import TrainingArguments, set_seed
+from transformers import PrinterCallback, TrainerCallback, TrainingArguments, set_seed
 
+from .collect import ActivationCollector
 from .config import BatchEntropyConfig
 from .data import digits_split
 from .entropy import layer_entropies
@@ -33,7 +34,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beta", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", default="lbe_demo", help="where the PNG and the table go")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar (for logs)")
+    parser.add_argument("--no_progress", action="store_true", help="no progress lines")
+
+
+class _ProgressLine(TrainerCallback):
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "task_loss" in logs:
+            print(
+                f"  step {state.global_step:4d}/{state.max_steps}  task loss {logs['task_loss']:.3f}  "
+                f"mean layer entropy {logs.get('entropy_mean', float('nan')):.3f}  "
+                f"min layer entropy {logs.get('entropy_min', float('nan')):.2e}",
+                flush=True,
+            )
 
 
 def _train(args: argparse.Namespace, beta: float, train_ds, test_ds, work_dir: str) -> dict:
@@ -54,19 +66,25 @@ def _train(args: argparse.Namespace, beta: float, train_ds, test_ds, work_dir: s
         report_to=[],
         seed=args.seed,
         use_cpu=True,
-        disable_tqdm=args.no_progress,
+        disable_tqdm=True,
         dataloader_drop_last=True,
     )
     config = BatchEntropyConfig(alpha=args.alpha, beta=beta)
     trainer = LBETrainer(model=model, args=training_args, train_dataset=train_ds, lbe_config=config)
+    trainer.remove_callback(PrinterCallback)  # one short progress line per log instead of the full dicts
+    if not args.no_progress:
+        trainer.add_callback(_ProgressLine())
     trainer.train()
     predictions = trainer.predict(test_ds)
     accuracy = float((predictions.predictions.argmax(-1) == predictions.label_ids).mean())
-    # Entropy of every hidden layer on the whole test set, measured with the same hooks as in training.
+    # Entropy of every regularized layer on the whole test set, through hooks of its own (the trainer's fold
+    # the term into the loss).
     model.eval()
-    with torch.no_grad(), trainer.lbe.collector.capture():
+    collector = ActivationCollector(model, trainer.lbe_module_names)
+    with torch.no_grad(), collector.capture():
         model(test_ds.pixel_values)
-        final = layer_entropies(trainer.lbe.collector.take(), trainer.lbe_config.constant)
+    final = layer_entropies(collector.take(), trainer.lbe_config.constant)
+    collector.remove()
     return {"accuracy": accuracy, "final_entropies": final.tolist(), "history": trainer.entropy_history}
 
 
