@@ -1,5 +1,6 @@
 """Layerwise batch-entropy regularization (Peer et al., TMLR 2022) for Hugging Face `transformers`."""
 
+from .checkpoint import get_last_complete_checkpoint
 from .collect import DEFAULT_TARGETS, ActivationCollector, resolve_target_modules
 from .config import BatchEntropyConfig, LBEArguments
 from .entropy import PI_E, TWO_PI_E, batch_entropy, layer_entropies
@@ -20,6 +21,7 @@ __all__ = [
     "LBERegularizer",
     "LBETrainer",
     "batch_entropy",
+    "get_last_complete_checkpoint",
     "layer_entropies",
     "lbe_loss",
     "regularized_loss",

@@ -98,16 +98,42 @@ class ActivationCollector:
     """
 
     def __init__(self, model: nn.Module, names: list[str]):
+        if hasattr(model, "_orig_mod"):
+            # Dynamo does not guard on hooks added after compilation: they would be silently dropped.
+            raise ValueError(
+                "LBE needs the uncompiled model: hooks added to a torch.compile'd module are ignored. Pass the model "
+                "before torch.compile (LBETrainer: set TrainingArguments(torch_compile=True) instead), or compile "
+                "after creating the LBERegularizer."
+            )
         modules = dict(model.named_modules())
         self.names = list(names)
         self.activations: dict[str, torch.Tensor] = {}
         self.active = False
+        # Armed from the root's forward start until `take()`: modules re-run later (gradient checkpointing's
+        # recomputation in backward) store nothing, even inside `capture()`.
+        self._armed = False
+        self._grad_enabled = True
         self._handles = [modules[n].register_forward_hook(self._hook(n)) for n in self.names]
+        self._handles.append(model.register_forward_pre_hook(self._arm))
+
+    def _arm(self, module: nn.Module, args) -> None:
+        if self.active:
+            self._armed = True
+            self.activations.clear()
 
     def _hook(self, name: str):
         def hook(module: nn.Module, args, output):
-            if not self.active:
+            if not (self.active and self._armed):
                 return
+            if self._grad_enabled and not torch.is_grad_enabled():
+                # Reentrant checkpointing (use_reentrant=True) runs the forward under no_grad: the LBE term would
+                # carry no gradient to the weights and silently stop regularizing them.
+                raise RuntimeError(
+                    f"LBE target module {name!r} ran without autograd inside the training forward (reentrant "
+                    "gradient checkpointing, or a torch.no_grad block in the model): the LBE term would not train "
+                    "its weights. Use gradient_checkpointing_kwargs={'use_reentrant': False} (LBETrainer switches "
+                    "to it) or regularize modules that run with gradients."
+                )
             if not isinstance(output, torch.Tensor):
                 raise TypeError(
                     f"LBE target module {name!r} ({type(module).__name__}) returned {type(output).__name__}, not a "
@@ -121,10 +147,13 @@ class ActivationCollector:
     def capture(self) -> Iterator[None]:
         self.activations.clear()
         self.active = True
+        self._armed = True
+        self._grad_enabled = torch.is_grad_enabled()
         try:
             yield
         finally:
             self.active = False
+            self._armed = False
 
     def take(self) -> list[torch.Tensor]:
         """The captured outputs in `names` order, released from the collector."""
@@ -136,6 +165,7 @@ class ActivationCollector:
             )
         taken = [self.activations[n] for n in self.names]
         self.activations.clear()
+        self._armed = False
         return taken
 
     @property

@@ -12,6 +12,7 @@ from typing import Any
 from .entropy import CONSTANTS
 
 CONFIG_NAME = "lbe_config.json"
+AUTO = "auto"
 _REGEX_CHARS = re.compile(r"[\\*+?()\[\]|^$]")
 
 
@@ -23,9 +24,12 @@ class BatchEntropyConfig:
     (eq. 6), where `H_l` is the batch entropy of layer `l` (eq. 3) and `alpha_l` a learnable target per layer.
     """
 
-    alpha: float = field(
+    alpha: float | str = field(
         default=0.5,
-        metadata={"help": "Initial entropy target of every regularized layer (one learnable alpha per layer)."},
+        metadata={
+            "help": "Initial entropy target of every regularized layer (one learnable alpha per layer), or 'auto': "
+            "measured on the first regularized training batch (see lbe_hf.auto_alpha for the rule)."
+        },
     )
     beta: float = field(
         default=0.5,
@@ -67,18 +71,21 @@ class BatchEntropyConfig:
         default="skip",
         metadata={
             "help": "What to do when the LBE term is NaN/inf: 'skip' drops it for that step (warned, counted in the "
-            "log as lbe_skipped), 'raise' stops training.",
+            "log as lbe_skipped), 'raise' stops training. LBETrainer treats a NaN/inf task loss the same way "
+            "('skip' zeroes that micro-batch's gradient, counted as nonfinite_loss_skipped).",
             "choices": ["skip", "raise"],
         },
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.alpha, str):
+        if isinstance(self.alpha, str) and self.alpha.strip().lower() == AUTO:
+            self.alpha = AUTO
+        elif isinstance(self.alpha, str):
             try:
                 self.alpha = float(self.alpha)
             except ValueError:
-                raise ValueError(f"alpha must be a number, got {self.alpha!r}.") from None
-        for name in ("alpha", "beta", "alpha_min"):
+                raise ValueError(f"alpha must be a number or 'auto', got {self.alpha!r}.") from None
+        for name in ("beta", "alpha_min") if self.alpha == AUTO else ("alpha", "beta", "alpha_min"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
                 raise ValueError(f"{name} must be a finite number, got {value!r}.")
@@ -134,7 +141,9 @@ def _prefixed_arguments_class() -> type:
     The prefix keeps `--lbe_alpha` etc. apart from `TrainingArguments` and LoRA flags.
     """
     # HfArgumentParser only understands `X | None` unions: module lists become nargs lists on the command line.
-    cli_types = {"target_modules": list[str] | None, "exclude_modules": list[str] | None}
+    # HfArgumentParser parses a `float | str` field as float: alpha is a string flag ("0.5" or "auto") that
+    # BatchEntropyConfig converts.
+    cli_types = {"target_modules": list[str] | None, "exclude_modules": list[str] | None, "alpha": str}
     fields = []
     for f in dataclasses.fields(BatchEntropyConfig):
         default = f.default if f.default is not dataclasses.MISSING else None

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import Trainer
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from .card import lbe_card_section
+from .checkpoint import get_last_complete_checkpoint, is_complete_checkpoint, mark_complete, unmark
 from .collect import unwrap_model
 from .config import BatchEntropyConfig
 from .regularizer import ALPHAS_ATTRIBUTE, LBERegularizer
@@ -48,23 +51,48 @@ class LBETrainer(Trainer):
       the weights themselves load with plain `transformers`.
     - Logs `task_loss`, `lbe_loss`, `entropy_mean`, `entropy_min`, `alpha_mean`, `lbe_skipped` (averaged since the
       last log and across processes) through `self.log`, so every `report_to` backend gets them.
+    - `entropy_callback=True` (default) adds `lbe_hf.callbacks.EntropyCallback` (per-layer entropy scalars, bounded
+      for deep nets, and `entropy_per_layer.png` in `output_dir` at the end) unless `callbacks=` already has one.
     - Entropies are computed per device micro-batch, as in the paper's single-device runs: with data parallelism
       or gradient accumulation each (micro-)batch is regularized on its own samples.
     """
 
-    def __init__(self, model: nn.Module | None = None, args=None, *positional, lbe_config: BatchEntropyConfig | None = None, **kwargs):
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        args=None,
+        *positional,
+        lbe_config: BatchEntropyConfig | None = None,
+        entropy_callback: bool = True,
+        **kwargs,
+    ):
         if model is None:
             raise ValueError("LBETrainer needs `model=`: the LBE hooks and alphas are attached to it (model_init is not supported).")
         self.lbe_config = lbe_config if lbe_config is not None else BatchEntropyConfig()
         # Before Trainer.__init__, so the alphas move to the device with the model and the optimizer sees them.
         self.lbe = LBERegularizer(model, self.lbe_config)
+        # Hooks go when the trainer is garbage-collected (or on `remove_lbe()`), not at the end of train():
+        # evaluate/predict/train() again keep working, and the hooks hold no tensor between steps.
+        self._lbe_finalizer = weakref.finalize(self, self.lbe.remove)
+        self._lbe_nonfinite_losses = 0
         self._lbe_layer_history: list[tuple[int, list[float]]] = []
         super().__init__(model, args, *positional, **kwargs)
         self._check_lbe_args()
+        # Per-layer entropy scalars + end-of-training plot (lbe_hf.callbacks); a user's own EntropyCallback wins.
+        from .callbacks import EntropyCallback
+
+        own = next((c for c in self.callback_handler.callbacks if isinstance(c, EntropyCallback)), None)
+        if own is not None or entropy_callback:
+            (own or EntropyCallback()).attach(self)
         if type(self).loss_is_scaled_for_ga is None:
             self.loss_is_scaled_for_ga = (
                 _model_scales_loss_for_ga(self.model, self.model_accepts_loss_kwargs) or self.compute_loss_func is not None
             )
+        if self.model_accepts_loss_kwargs and not _model_scales_loss_for_ga(self.model, True):
+            # transformers multiplies the loss by the number of processes (training and eval) for models that
+            # "accept loss kwargs", assuming they divide by the global num_items_in_batch; a mean-loss head that
+            # merely has **kwargs (BERT) would train on and report 2x its loss under 2-process DDP.
+            self.model_accepts_loss_kwargs = False
         base = unwrap_model(self.model)
         if hasattr(base, "add_model_tags"):
             base.add_model_tags(TAGS)
@@ -83,7 +111,10 @@ class LBETrainer(Trainer):
                 # gradient and the LBE term would silently stop training the weights.
                 logger.warning("LBETrainer: switching gradient checkpointing to use_reentrant=False (LBE needs gradients through hooked activations).")
             kwargs["use_reentrant"] = False
+            # transformers 5.x reads activation_checkpointing_kwargs (gradient_checkpointing_* are its aliases).
             self.args.gradient_checkpointing_kwargs = kwargs
+            if hasattr(self.args, "activation_checkpointing_kwargs"):
+                self.args.activation_checkpointing_kwargs = kwargs
 
     # ---- public state -----------------------------------------------------------------------------------
 
@@ -107,7 +138,29 @@ class LBETrainer(Trainer):
         loss, outputs = result
         if self.lbe.pending_lbe is not None:  # loss computed outside the model (label smoothing, compute_loss_func)
             loss = self.lbe.fold(loss)
+        if not torch.isfinite(loss.detach()).all():
+            loss = self._nonfinite_task_loss(model, loss)
         return (loss, outputs) if return_outputs else loss
+
+    def _nonfinite_task_loss(self, model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
+        """A NaN/inf loss (the LBE term is already finite or dropped): stop, or drop this micro-batch's gradient.
+
+        `logging_nan_inf_filter` only hides such a loss from the logs; its backward would turn every weight NaN.
+        With on_nonfinite='skip' the returned zero reaches every trainable parameter, so each gets a zero
+        gradient and DDP's reduction completes (with or without find_unused_parameters); the optimizer step still
+        runs, with this micro-batch contributing nothing (momentum and weight decay still apply).
+        """
+        step = self.state.global_step
+        if self.lbe_config.on_nonfinite == "raise":
+            raise FloatingPointError(
+                f"the task loss is {loss.detach().float().item()} at step {step} (non-finite inputs, labels or "
+                "activations). Lower the learning rate or check the data, or set on_nonfinite='skip' to drop such "
+                "micro-batches."
+            )
+        self._lbe_nonfinite_losses += 1
+        logger.warning(f"LBETrainer: non-finite task loss at step {step}: this micro-batch's gradient is dropped.")
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        return torch.stack([p.reshape(-1)[:1].sum() * 0.0 for p in trainable]).sum().to(loss.dtype)
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         # Decay would pull the alphas to 0, where they clamp to alpha_min.
@@ -123,6 +176,9 @@ class LBETrainer(Trainer):
                     return self.accelerator.reduce(t.to(self.accelerator.device), reduction="sum")
             metrics, layers = self.lbe.pop_metrics(reduce)
             logs.update(metrics)
+            skipped = torch.tensor(float(self._lbe_nonfinite_losses))
+            self._lbe_nonfinite_losses = 0
+            logs["nonfinite_loss_skipped"] = (reduce(skipped) if reduce is not None else skipped).item()
             if layers is not None:
                 self._lbe_layer_history.append((self.state.global_step, layers.tolist()))
         super().log(logs, start_time)
@@ -138,6 +194,51 @@ class LBETrainer(Trainer):
         super()._save(output_dir, state_dict=state_dict)
         if self.args.should_save:
             self.lbe.save_pretrained(output_dir if output_dir is not None else self.args.output_dir)
+
+    def _save_checkpoint(self, model: nn.Module, trial) -> None:
+        run_dir = self._get_output_dir(trial=trial)
+        folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if self.args.should_save:
+            unmark(folder)
+        # Rotation deletes old checkpoints: run it only once the new one is marked complete.
+        limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        self.accelerator.wait_for_everyone()  # every process's files (RNG states, shards) are written
+        if self.args.should_save:
+            mark_complete(folder, self.state.global_step)
+            rotate_checkpoints(
+                output_dir=run_dir,
+                save_total_limit=limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
+            )
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
+        """`Trainer.train`; `resume_from_checkpoint=True` picks the last COMPLETE checkpoint of `output_dir`."""
+        if not self.lbe.collector.hooked:
+            raise RuntimeError("remove_lbe() was called on this LBETrainer: create a new one to train with LBE.")
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No complete checkpoint in {self.args.output_dir} to resume from.")
+        elif isinstance(resume_from_checkpoint, (str, os.PathLike)) and not is_complete_checkpoint(
+            resume_from_checkpoint
+        ):
+            raise ValueError(
+                f"{resume_from_checkpoint} is not a complete checkpoint (no trainer state or completion marker: its "
+                "save was cut short). Resume from lbe_hf.get_last_complete_checkpoint(output_dir) instead."
+            )
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def remove_lbe(self) -> None:
+        """Removes the LBE hooks from the model now (they also go when the trainer is garbage-collected).
+
+        The alphas stay attached; evaluate/predict keep working; train() then raises.
+        """
+        self._lbe_finalizer()
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model=model)
