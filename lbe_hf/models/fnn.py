@@ -31,7 +31,7 @@ class FNNConfig(PretrainedConfig):
         input_dim: int = 784,
         depth: int = 10,
         width: int = 256,
-        num_labels: int = 10,
+        num_labels: int | None = None,
         activation: str = "relu",
         init: str = "he",
         **kwargs,
@@ -48,7 +48,12 @@ class FNNConfig(PretrainedConfig):
         self.width = width
         self.activation = activation
         self.init = init
-        super().__init__(num_labels=num_labels, **kwargs)
+        # config.json stores id2label, not num_labels: a default of 10 here would override a saved label count.
+        if num_labels is None and "id2label" not in kwargs:
+            num_labels = 10
+        if num_labels is not None:
+            kwargs["num_labels"] = num_labels
+        super().__init__(**kwargs)
 
 
 class FNNBlock(nn.Module):

@@ -1,0 +1,298 @@
+"""Vision adapters (torchvision wrapper, autoencoder), LBETrainer on real MNIST, and scripts/run_vision.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import AutoModel, AutoModelForImageClassification, TrainingArguments
+
+from lbe_hf import BatchEntropyConfig, LBETrainer
+from lbe_hf.data import TensorDictDataset, default_mnist_folder, load_mnist_idx
+from lbe_hf.models import (
+    AutoencoderConfig,
+    AutoencoderForImageReconstruction,
+    FNNConfig,
+    FNNForImageClassification,
+    TorchvisionConfig,
+    TorchvisionForImageClassification,
+    mean_ssim,
+    reconstruction_metrics,
+)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+MNIST = default_mnist_folder()
+
+
+@pytest.fixture(scope="module")
+def mnist() -> tuple[torch.Tensor, torch.Tensor]:
+    if not MNIST.is_dir():
+        pytest.skip(f"no MNIST idx files at {MNIST} (set LBE_DATA_DIR)")
+    x, y = load_mnist_idx(MNIST)
+    return x[:256], y[:256]
+
+
+@pytest.fixture(scope="module")
+def run_vision():
+    spec = importlib.util.spec_from_file_location("run_vision", ROOT / "scripts" / "run_vision.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _resnet(**kwargs) -> TorchvisionForImageClassification:
+    torch.manual_seed(0)
+    return TorchvisionForImageClassification(TorchvisionConfig(architecture="resnet18", **kwargs))
+
+
+@pytest.mark.parametrize(
+    "make, auto",
+    [
+        (lambda: _resnet(in_channels=1, num_labels=3, small_input=True), AutoModelForImageClassification),
+        (lambda: AutoencoderForImageReconstruction(AutoencoderConfig(depth=3, width=32)), AutoModel),
+        (
+            lambda: FNNForImageClassification(FNNConfig(depth=3, width=32, num_labels=3)),
+            AutoModelForImageClassification,
+        ),
+    ],
+    ids=["resnet18", "autoencoder", "fnn"],
+)
+def test_save_load_round_trip_is_exact(tmp_path, make, auto):
+    model = make().eval()
+    model.save_pretrained(tmp_path)
+    loaded = auto.from_pretrained(tmp_path).eval()
+    assert type(loaded) is type(model)
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        a, b = model(pixel_values=x), loaded(pixel_values=x)
+    key = "reconstruction" if isinstance(model, AutoencoderForImageReconstruction) else "logits"
+    assert torch.equal(a[key], b[key])
+    assert all(torch.equal(p, q) for p, q in zip(model.state_dict().values(), loaded.state_dict().values()))
+
+
+@pytest.fixture(scope="module")
+def resnet() -> TorchvisionForImageClassification:
+    return _resnet(in_channels=1)
+
+
+def test_post_init_keeps_torchvision_init(resnet):
+    model = resnet
+    conv = model.model.layer1[0].conv1.weight.detach()  # Kaiming normal, fan-out: std sqrt(2 / (64 * 3 * 3)) = 0.059
+    assert abs(float(conv.std()) - (2 / (64 * 9)) ** 0.5) < 0.006  # post_init's N(0, 0.02) would give 0.02
+    assert model.model.conv1.in_channels == 1
+    assert model.model.fc.out_features == 10
+
+
+def test_default_lbe_targets_per_family():
+    def targets(arch: str) -> list[str]:
+        with torch.device("meta"):  # the architecture only, no memory
+            return TorchvisionForImageClassification(TorchvisionConfig(architecture=arch))._lbe_target_modules
+
+    assert targets("resnet18") == [f"model.layer{s}.{b}.bn1" for s in range(1, 5) for b in range(2)]
+    resnet50 = targets("resnet50")
+    assert len(resnet50) == 2 * 16 and {t.rsplit(".", 1)[1] for t in resnet50} == {"bn1", "bn2"}
+    assert targets("vgg11") == [f"model.features.{i}" for i in (1, 4, 7, 9, 12, 14, 17, 19)]  # every conv's ReLU
+    mobilenet = targets("mobilenet_v3_small")
+    assert mobilenet and not any(".fc" in t or "SqueezeExcitation" in t for t in mobilenet)
+
+
+def test_resnet_target_holds_the_activation_after_relu(resnet):
+    """bn1's output is ReLU'd in place by torchvision's block: the stored tensor is what conv2 receives."""
+    seen = {}
+    handle = resnet.model.layer1[0].bn1.register_forward_hook(lambda m, i, o: seen.setdefault("bn1", o))
+    with torch.no_grad():
+        resnet.train()(pixel_values=torch.rand(4, 1, 28, 28))
+    handle.remove()
+    assert seen["bn1"].min() >= 0 and (seen["bn1"] == 0).any()
+
+
+def test_lbe_trainer_trains_resnet_on_mnist(tmp_path, mnist):
+    x, y = mnist
+    model = _resnet(in_channels=1, num_labels=10)
+    before = model.model.layer2[0].conv1.weight.detach().clone()
+    args = TrainingArguments(
+        str(tmp_path), max_steps=2, per_device_train_batch_size=4, learning_rate=1e-3, logging_steps=1,
+        report_to="none", save_strategy="no", use_cpu=True, seed=0,
+    )  # fmt: skip
+    trainer = LBETrainer(model=model, args=args, train_dataset=TensorDictDataset(x, y))
+    assert trainer.lbe_module_names == model._lbe_target_modules
+    trainer.train()
+    assert not torch.allclose(trainer.alphas, torch.full_like(trainer.alphas, 0.5))
+    assert not torch.equal(before, model.model.layer2[0].conv1.weight)
+    logged = [entry for entry in trainer.state.log_history if "entropy_mean" in entry]
+    assert logged and all(entry["entropy_mean"] > 0 for entry in logged)
+
+
+def test_lbe_trainer_trains_autoencoder_on_mnist_and_reports_ssim(tmp_path, mnist):
+    x, _ = mnist
+    torch.manual_seed(0)
+    model = AutoencoderForImageReconstruction(AutoencoderConfig(depth=3, width=64))
+    assert len(model._lbe_target_modules) and len(model.encoder.layers) == 3
+    args = TrainingArguments(
+        str(tmp_path), max_steps=6, per_device_train_batch_size=32, learning_rate=1e-3, logging_steps=2,
+        report_to="none", save_strategy="no", use_cpu=True, seed=0, per_device_eval_batch_size=64,
+    )  # fmt: skip
+    trainer = LBETrainer(
+        model=model,
+        args=args,
+        lbe_config=BatchEntropyConfig(alpha=2.5, beta=0.5, alpha_min=0.5),
+        train_dataset=TensorDictDataset(x[:192], x[:192]),
+        eval_dataset=TensorDictDataset(x[192:], x[192:]),
+        compute_metrics=reconstruction_metrics,
+    )
+    # encoder 3 + bottleneck + decoder 3, as the authors' A = a_enc + [z] + a_dec
+    assert len(trainer.lbe_module_names) == 7 and "encoder.bottleneck" in trainer.lbe_module_names
+    first = trainer.evaluate()
+    trainer.train()
+    assert not torch.allclose(trainer.alphas, torch.full_like(trainer.alphas, 2.5))
+    last = trainer.evaluate()
+    assert last["eval_loss"] < first["eval_loss"]
+    assert -1 <= last["eval_ssim"] <= 1 and last["eval_ssim"] != first["eval_ssim"]
+
+
+def test_mean_ssim_uses_real_ssim(mnist):
+    x, _ = mnist
+    assert mean_ssim(x[:8], x[:8]) == pytest.approx(1.0)
+    assert mean_ssim(torch.rand(8, 1, 28, 28), x[:8]) < 0.2
+    with pytest.raises(ValueError, match="shape"):
+        mean_ssim(x[:8], x[:4])
+
+
+def test_bad_model_name_and_channel_mismatch_give_clear_errors(resnet):
+    with pytest.raises(ValueError, match="resnet18"):
+        TorchvisionConfig(architecture="resnet19")
+    with pytest.raises(ValueError, match="in_channels=3"):
+        resnet.eval()(pixel_values=torch.rand(2, 3, 32, 32))
+    ae = AutoencoderForImageReconstruction(AutoencoderConfig(depth=1, width=8))
+    with pytest.raises(ValueError, match="num_channels"):
+        ae(pixel_values=torch.rand(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="small_input"):
+        TorchvisionForImageClassification(TorchvisionConfig(architecture="mobilenet_v3_small", small_input=True))
+
+
+def test_script_rejects_bad_model_and_mismatched_checkpoint_before_training(tmp_path, run_vision):
+    base = ["--data_dir", str(MNIST), "--output_dir", str(tmp_path / "out"), "--do_train", "--report_to", "none"]
+    with pytest.raises(ValueError, match="'fnn', 'autoencoder' or a torchvision"):  # at parse time, before any data
+        run_vision.main(base + ["--model", "resnet19", "--data_dir", str(tmp_path / "missing")])
+    rgb = tmp_path / "rgb"
+    _resnet(in_channels=3).save_pretrained(rgb)
+    with pytest.raises(ValueError, match="in_channels=3"):
+        run_vision.main(base + ["--model_name_or_path", str(rgb)])
+    assert not (tmp_path / "out").exists()
+
+
+def test_script_trains_evaluates_and_resumes(tmp_path, run_vision):
+    out = tmp_path / "out"
+    argv = [
+        "--model", "autoencoder", "--depth", "2", "--width", "32", "--data_dir", str(MNIST),
+        "--max_train_samples", "64", "--max_eval_samples", "32", "--output_dir", str(out), "--do_train",
+        "--do_eval", "--per_device_train_batch_size", "16", "--save_steps", "2", "--logging_steps", "1",
+        "--report_to", "none", "--use_cpu", "--lbe_alpha", "2.0", "--lbe_alpha_min", "0.5",
+    ]  # fmt: skip
+    first = run_vision.main(argv + ["--max_steps", "2"])
+    assert "eval_ssim" in first and first["alphas"] != [2.0] * len(first["alphas"])
+    saved = out / "checkpoint-2" / "lbe_alphas.safetensors"
+    # Mark the checkpoint's alphas: only a run that resumes from it starts at 3.0 (a fresh run starts at 2.0).
+    save_file({"alpha": torch.full((len(first["alphas"]),), 3.0)}, saved, metadata=safe_open(saved, "pt").metadata())
+    second = run_vision.main(argv + ["--max_steps", "4"])
+    assert all(abs(a - 3.0) < 0.01 for a in second["alphas"]) and second["alphas"] != [3.0] * len(first["alphas"])
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    assert (out / "lbe_alphas.safetensors").is_file() and (out / "model.safetensors").is_file()
+    assert isinstance(AutoModel.from_pretrained(out), AutoencoderForImageReconstruction)
+
+
+def test_configs_parse_and_name_their_command(run_vision):
+    configs = sorted((ROOT / "configs" / "vision").glob("*.yaml"))
+    assert len(configs) >= 4
+    for path in configs:
+        first_line = path.read_text().splitlines()[0]
+        assert first_line.startswith("# ") and f"configs/vision/{path.name}" in first_line, path
+        vision_args, training_args, lbe_args = run_vision.parse([str(path), "--output_dir", "/tmp/unused"])
+        values = yaml.safe_load(path.read_text())
+        assert vision_args.model == values["model"] and lbe_args.to_config().beta == values["lbe_beta"]
+        assert training_args.learning_rate == values["learning_rate"]
+
+
+def test_script_reads_hub_style_splits_and_image_folders(tmp_path, run_vision, mnist):
+    from datasets import ClassLabel, Dataset, Features, Image
+    from PIL import Image as PILImage
+
+    x, y = mnist
+    pixels = (x[:6, 0] * 255).round().to(torch.uint8)
+    features = Features({"image": Image(), "label": ClassLabel(num_classes=10)})
+    split = Dataset.from_dict({"image": list(pixels.numpy()), "label": y[:6].tolist()}, features=features)
+    images, labels = run_vision.from_hf_split(split, "image", "label")  # what load_hub does with ylecun/mnist
+    assert images.shape == (6, 1, 28, 28) and torch.equal(images[:, 0], pixels) and torch.equal(labels, y[:6])
+
+    for part, rows in (("train", range(5)), ("test", range(5, 6))):  # labels 7 2 1 0 4 | 1
+        for i in rows:
+            (tmp_path / part / f"digit{int(y[i])}").mkdir(parents=True, exist_ok=True)
+            PILImage.fromarray(pixels[i].numpy()).save(tmp_path / part / f"digit{int(y[i])}" / f"{i}.png")
+    (train_x, _), (test_x, test_y), num_labels = run_vision.load_local(tmp_path, idx_train_samples=0)
+    assert train_x.shape == (5, 1, 28, 28) and test_x.shape == (1, 1, 28, 28) and num_labels == 5
+    # Ids follow train's sorted class folders (digit0 digit1 digit2 digit4 digit7), not test's (only digit1).
+    assert test_y.tolist() == [1]
+    with pytest.raises(ValueError, match="train/ and test/"):
+        run_vision.load_local(tmp_path / "train", idx_train_samples=0)
+
+
+def test_pushed_files_load_with_trust_remote_code(tmp_path):
+    """What --push_to_hub uploads: the model file travels with the weights, so the Hub repo loads without lbe_hf."""
+    model = AutoencoderForImageReconstruction(AutoencoderConfig(depth=1, width=8))
+    try:
+        model.config.register_for_auto_class()
+        type(model).register_for_auto_class("AutoModel")
+        model.save_pretrained(tmp_path)
+    finally:
+        AutoencoderConfig._auto_class = AutoencoderForImageReconstruction._auto_class = None
+    source = (tmp_path / "autoencoder.py").read_text()
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "autoencoder.AutoencoderForImageReconstruction"
+    # Standalone: a Hub user without lbe_hf can import it (checked by hand in a fresh process: it loads and runs).
+    assert "lbe_hf" not in source and "from ." not in source
+
+
+def test_from_torchvision_adapts_local_pretrained_weights(tmp_path):
+    import torchvision
+
+    torch.manual_seed(1)
+    imagenet = (
+        torchvision.models.mobilenet_v3_small()
+    )  # stands in for a downloaded checkpoint: 3 channels, 1000 classes
+    torch.save(imagenet.state_dict(), tmp_path / "weights.pth")
+    model = TorchvisionForImageClassification.from_torchvision(
+        "mobilenet_v3_small", tmp_path / "weights.pth", in_channels=1, num_labels=10
+    )
+    stem = imagenet.features[0][0].weight
+    assert torch.equal(model.model.features[0][0].weight, stem.sum(dim=1, keepdim=True))  # RGB summed to gray
+    assert torch.equal(model.model.features[5].block[1][0].weight, imagenet.features[5].block[1][0].weight)
+    assert model.model.classifier[3].out_features == 10 and model.pretrained_missing_keys == [
+        "classifier.3.bias",
+        "classifier.3.weight",
+    ]
+    assert model.config.pretrained_weights == "weights.pth"
+    with pytest.raises(FileNotFoundError, match="allow_download"):  # named weights: cache only, never downloads
+        TorchvisionForImageClassification.from_torchvision("mobilenet_v3_small", "IMAGENET1K_V1", in_channels=1)
+
+
+def test_from_pretrained_with_new_head_initialises_it(tmp_path):
+    torch.manual_seed(0)
+    model = TorchvisionForImageClassification(TorchvisionConfig(architecture="mobilenet_v3_small", in_channels=1))
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForImageClassification.from_pretrained(tmp_path, num_labels=5, ignore_mismatched_sizes=True)
+    head = loaded.model.classifier[3].weight
+    assert head.shape == (5, 1024) and torch.isfinite(head).all()
+    # PyTorch's default Linear init (|w| <= 1/sqrt(fan_in)), not post_init's N(0, 0.02) and not uninitialised memory
+    assert 0 < head.abs().max() <= 1024**-0.5
+    assert torch.equal(loaded.model.features[1].block[0][0].weight, model.model.features[1].block[0][0].weight)
