@@ -26,9 +26,8 @@ import torch
 import yaml
 from torch.utils.data import Dataset
 from transformers import AutoConfig, AutoModel, HfArgumentParser, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
-from lbe_hf import LBEArguments, LBETrainer
+from lbe_hf import LBEArguments, LBETrainer, get_last_complete_checkpoint
 from lbe_hf.data import load_mnist_idx
 from lbe_hf.models import (
     AutoencoderConfig,
@@ -263,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict:
     if training_args.do_train:
         checkpoint = training_args.resume_from_checkpoint
         if checkpoint is None and os.path.isdir(training_args.output_dir):
-            checkpoint = get_last_checkpoint(training_args.output_dir)
+            checkpoint = get_last_complete_checkpoint(training_args.output_dir)
         result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
         trainer.save_state()
