@@ -1,5 +1,6 @@
 """Layerwise batch-entropy regularization (Peer et al., TMLR 2022) for Hugging Face `transformers`."""
 
+from .callbacks import EntropyCallback
 from .checkpoint import get_last_complete_checkpoint
 from .collect import DEFAULT_TARGETS, ActivationCollector, resolve_target_modules
 from .config import BatchEntropyConfig, LBEArguments
@@ -16,6 +17,7 @@ __all__ = [
     "TWO_PI_E",
     "ActivationCollector",
     "BatchEntropyConfig",
+    "EntropyCallback",
     "LBEAlphas",
     "LBEArguments",
     "LBERegularizer",

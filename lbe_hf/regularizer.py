@@ -23,8 +23,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .auto_alpha import AutoAlphaInit
 from .collect import ActivationCollector, resolve_target_modules
-from .config import BatchEntropyConfig
+from .config import AUTO, BatchEntropyConfig
 from .entropy import layer_entropies
 from .loss import lbe_loss, regularized_loss
 
@@ -83,8 +84,13 @@ class LBERegularizer:
             self.alphas_module = existing
         else:
             device = next((p.device for p in model.parameters()), torch.device("cpu"))
-            self.alphas_module = LBEAlphas(len(self.module_names), self.config.alpha).to(device)
+            # alpha="auto": a placeholder until the first regularized forward measures the targets (auto_alpha.py).
+            init = self.config.alpha_min if self.config.alpha == AUTO else self.config.alpha
+            self.alphas_module = LBEAlphas(len(self.module_names), init).to(device)
             model.add_module(ALPHAS_ATTRIBUTE, self.alphas_module)
+        # Reused alphas (a second regularizer on the same model) are already initialised: nothing to measure.
+        fresh = self.config.alpha == AUTO and self.alphas_module is not existing
+        self.auto_alpha = AutoAlphaInit(model, self.config.constant) if fresh else None
         self._root_handle = model.register_forward_hook(self._fold_into_loss, with_kwargs=True)
         self.pending_lbe: torch.Tensor | None = None
         self._warned: set[str] = set()
@@ -118,6 +124,9 @@ class LBERegularizer:
             )
         with torch.no_grad():
             self.alphas_module.alpha.copy_(alpha.to(self.alphas_module.alpha))
+        if self.auto_alpha is not None:  # loaded alphas replace the measurement
+            self.auto_alpha.remove()
+            self.auto_alpha = None
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Writes `lbe_alphas.safetensors` (alphas + module names) and `lbe_config.json` into `directory`."""
@@ -183,6 +192,10 @@ class LBERegularizer:
         mask = kwargs.get("attention_mask") if self.config.entropy_mode == "token" else None
         if self.config.entropy_mode == "token" and mask is None:
             raise ValueError("entropy_mode='token' needs the model to be called with an attention_mask.")
+        if self.auto_alpha is not None and self.auto_alpha.initialize(
+            self.alphas_module.alpha, activations, args, kwargs, self.config.alpha_min, mask
+        ):
+            self.auto_alpha = None
         lbe = self.compute(activations, mask)
         task_loss = _loss_of(output)
         if task_loss is None:
@@ -251,6 +264,8 @@ class LBERegularizer:
     def remove(self) -> None:
         """Removes every hook; the alphas stay attached (they are part of the trained state)."""
         self.collector.remove()
+        if self.auto_alpha is not None:
+            self.auto_alpha.remove()
         if self._root_handle is not None:
             self._root_handle.remove()
             self._root_handle = None

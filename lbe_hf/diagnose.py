@@ -1,0 +1,287 @@
+"""`lbe-hf diagnose MODEL`: does information flow through this network before any training?
+
+Two stages (validated in `scripts/benchmarks/diagnose_validation.py`, results in docs/tools.md):
+
+1. Forward pass on one batch. Per regularizable layer: the batch entropy H_l (eq. 3) and a scale-free
+   **relative spread** s_l = sqrt(sum_k Var_batch(x_k) / sum_k E_batch(x_k^2)), the share of a layer's signal
+   that differs between samples. Eq. (3) alone can't separate "small but informative" from "erased": H_l falls
+   with the activations' scale, and Adam is blind to that scale (PyTorch-init depth 10 reads H = 2e-9 at its
+   last layer yet trains). s_l ignores scale; a layer is **collapsed** when s_l < `spread_threshold` (1e-5,
+   ~100 float32 ulps of relative difference: the samples are numerically the same point above it).
+2. Probe (needs labels): `probe_steps` Adam steps on training batches. It *learns* when the task loss on the
+   held-out batch gets 1% below the entropy of that batch's labels, the lowest loss any input-independent
+   predictor can reach. A probe that doesn't learn fails only if the steps also destroy information (the smallest
+   relative spread falls below the threshold or by 10x): He-init depth 100 reads s_l >= 0.2 at init, and its first
+   Adam steps collapse it (s_l 0.0007, last-layer entropy 1e-9). Otherwise (a pretrained model on a hard task
+   learns slowly) the probe is reported as inconclusive and does not change the exit status.
+
+Exit status: 0 healthy, 1 collapsed (some layer erased, or the probe failed), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from .collect import ActivationCollector, resolve_target_modules
+from .diagnose_io import load_inputs, load_model
+from .entropy import CONSTANTS, layer_entropies
+
+SPREAD_THRESHOLD = 1e-5
+# A probe that doesn't learn counts as failed only if it also shrinks the smallest spread by this factor.
+SPREAD_DROP = 10.0
+
+
+@dataclass
+class Diagnosis:
+    """Per-layer measurements (lists in layer order) and the verdict."""
+
+    names: list[str]
+    entropy: list[float]
+    spread: list[float]
+    collapsed_layers: list[str]
+    probe: dict | None = None
+    reasons: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def collapsed(self) -> bool:
+        return bool(self.reasons)
+
+
+def relative_spread(x: torch.Tensor) -> float:
+    """sqrt(sum_k Var(x_k) / sum_k E[x_k^2]) over the batch (dim 0) of (batch, ...) activations, in float64.
+
+    0 when every sample gives the same output (or the layer outputs 0), 1 for zero-mean outputs.
+    """
+    flat = x.detach().reshape(x.shape[0], -1).double()
+    second_moment = flat.square().mean(0).sum()
+    if second_moment <= 0:
+        return 0.0
+    return math.sqrt(float(flat.var(0, correction=1).sum() / second_moment))
+
+
+@torch.no_grad()
+def measure_layers(model: nn.Module, inputs: dict, names: list[str], constant: float) -> tuple[list, list]:
+    """Batch entropy (eq. 3) and relative spread of each module in `names` on one batch. Returns two (L,) lists."""
+    collector = ActivationCollector(model, names)
+    was_training = model.training
+    model.eval()
+    try:
+        with collector.capture():
+            model(**inputs)
+        acts = collector.take()
+    finally:
+        collector.remove()
+        model.train(was_training)
+    return layer_entropies(acts, constant).tolist(), [relative_spread(a) for a in acts]
+
+
+def label_entropy(labels: torch.Tensor) -> float:
+    """Empirical entropy (nats) of integer labels: the smallest cross-entropy of a predictor that ignores inputs."""
+    counts = torch.bincount(labels.flatten()).double()
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * p.log()).sum())
+
+
+def probe_training(
+    model: nn.Module,
+    train: dict,
+    heldout: dict,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int = 0,
+    margin: float = 0.01,
+) -> dict:
+    """`steps` Adam steps on random batches of `train`; does the held-out loss beat the label entropy by `margin`?
+
+    Args:
+        train / heldout: dicts of (N, ...) tensors including "labels"; the model returns `.loss` given labels.
+    Returns:
+        dict with loss_before, loss_after (held-out), label_entropy and `learned` (bool).
+    """
+
+    def heldout_loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            return float(model(**heldout).loss)
+
+    before = heldout_loss()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    n = len(train["labels"])
+    model.train()
+    train_losses = []
+    for _ in range(steps):
+        idx = torch.randint(0, n, (min(batch_size, n),), generator=g)
+        loss = model(**{k: v[idx] for k, v in train.items()}).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        train_losses.append(float(loss.detach()))
+    after = heldout_loss()
+    floor = label_entropy(heldout["labels"])
+    learned = math.isfinite(after) and after < (1 - margin) * floor
+    return {
+        "steps": steps,
+        "lr": lr,
+        "loss_before": before,
+        "loss_after": after,
+        "label_entropy": floor,
+        "train_loss_first": train_losses[0] if train_losses else None,
+        "train_loss_last": train_losses[-1] if train_losses else None,
+        "learned": learned,
+    }
+
+
+def diagnose(
+    model: nn.Module,
+    inputs: dict,
+    names: list[str] | None = None,
+    constant: float = CONSTANTS["pi_e"],
+    spread_threshold: float = SPREAD_THRESHOLD,
+    train: dict | None = None,
+    probe_steps: int = 0,
+    probe_lr: float = 1e-3,
+    probe_batch_size: int = 128,
+    seed: int = 0,
+) -> Diagnosis:
+    """Both stages. `inputs` is one batch (model kwargs, "labels" optional); probing needs `train` and labels.
+
+    The probe trains `model` in place: pass a copy if you want to keep it.
+    """
+    names = names or resolve_target_modules(model)
+    forward_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+    entropy, spread = measure_layers(model, forward_inputs, names, constant)
+    collapsed = [n for n, s in zip(names, spread) if not s >= spread_threshold]
+    result = Diagnosis(names, entropy, spread, collapsed)
+    if collapsed:
+        result.reasons.append(
+            f"{len(collapsed)} of {len(names)} layers pass no information (relative spread < {spread_threshold:g}: "
+            f"every sample gives the same output), first: {collapsed[0]}"
+        )
+    if probe_steps > 0 and train is not None and "labels" in inputs:
+        result.probe = probe_training(model, train, inputs, probe_steps, probe_lr, probe_batch_size, seed)
+        p = result.probe
+        p["entropy_after"], p["spread_after"] = measure_layers(model, forward_inputs, names, constant)
+        before, after = min(spread), min(p["spread_after"])
+        p["loses_information"] = not (after >= spread_threshold and after * SPREAD_DROP >= before)
+        not_learned = (
+            f"after {probe_steps} Adam steps (lr {probe_lr:g}) the held-out loss {p['loss_after']:.4f} is not below "
+            f"the label entropy {p['label_entropy']:.4f}"
+        )
+        if not p["learned"] and p["loses_information"]:
+            result.reasons.append(
+                f"{not_learned}, and training destroys information: the smallest relative spread fell from "
+                f"{before:.2g} to {after:.2g}"
+            )
+        elif not p["learned"]:
+            result.notes.append(f"inconclusive probe: {not_learned}, but information still flows (try more steps)")
+    return result
+
+
+# ---- command line ---------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model", help="a local checkpoint folder or Hub id, or an lbe_hf FNN spec such as 'fnn:depth=50,init=torch'"
+    )
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="'mnist' (shared MNIST idx files), 'digits' (scikit-learn), a folder of MNIST-format idx files, a JSON "
+        "Lines file with text ('sentence' or 'sentence1'/'sentence2') and 'label', or 'synthetic' (random inputs of "
+        "the model's shape, no probe). Default: mnist/digits for 784/64-input FNNs, else synthetic.",
+    )
+    parser.add_argument("--batch_size", type=int, default=512, help="samples in the measured (held-out) batch")
+    parser.add_argument("--seq_len", type=int, default=128, help="sequence length of text inputs")
+    parser.add_argument("--probe_steps", type=int, default=30, help="Adam steps of the probe; 0 turns it off")
+    parser.add_argument("--probe_lr", type=float, default=1e-3)
+    parser.add_argument("--probe_batch_size", type=int, default=128)
+    parser.add_argument("--spread_threshold", type=float, default=SPREAD_THRESHOLD)
+    parser.add_argument("--target_modules", nargs="+", default=None, help="layers to measure (default: LBE's)")
+    parser.add_argument("--entropy_constant", choices=sorted(CONSTANTS), default="pi_e")
+    parser.add_argument("--plot", default="lbe_diagnose.png", help="PNG to write ('' for none)")
+    parser.add_argument("--json", default=None, help="also write the measurements as JSON here")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _print_report(result: Diagnosis, out=None) -> None:
+    out = out or sys.stdout
+    width = max(len(n) for n in result.names)
+    print(f"{'layer':<{width}}  {'entropy':>10}  {'rel.spread':>10}  status", file=out)
+    collapsed = set(result.collapsed_layers)
+    for name, h, s in zip(result.names, result.entropy, result.spread):
+        print(f"{name:<{width}}  {h:>10.3g}  {s:>10.3g}  {'COLLAPSED' if name in collapsed else 'ok'}", file=out)
+    if result.probe is not None:
+        p = result.probe
+        print(
+            f"probe: {p['steps']} Adam steps (lr {p['lr']:g}): held-out loss {p['loss_before']:.4f} -> "
+            f"{p['loss_after']:.4f}, label entropy {p['label_entropy']:.4f}: "
+            f"{'learns' if p['learned'] else 'does NOT learn'}; smallest relative spread {min(result.spread):.2g} -> "
+            f"{min(p['spread_after']):.2g}",
+            file=out,
+        )
+    for note in result.notes:
+        print(note, file=out)
+    healthy = "healthy: information reaches every layer"
+    verdict = "COLLAPSED: " + "; ".join(result.reasons) if result.collapsed else healthy
+    learns = result.probe is not None and result.probe["learned"]
+    print(verdict + (" (and the probe learns)" if learns and not result.collapsed else ""), file=out)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The CLI: 0 healthy, 1 collapsed, 2 bad input (with a message saying what to change)."""
+    try:
+        if args.batch_size < 2:
+            raise ValueError(f"--batch_size {args.batch_size}: batch entropy needs at least 2 samples.")
+        if args.probe_steps < 0:
+            raise ValueError(f"--probe_steps must be >= 0, got {args.probe_steps}.")
+        torch.manual_seed(args.seed)
+        model = load_model(args.model, args.data)
+        inputs, train = load_inputs(model, args.model, args.data, args.batch_size, args.seq_len, args.seed)
+        names = resolve_target_modules(model, args.target_modules)
+    except (ValueError, OSError, KeyError) as e:
+        print(f"lbe-hf diagnose: error: {e}", file=sys.stderr)
+        return 2
+    result = diagnose(
+        model,
+        inputs,
+        names,
+        CONSTANTS[args.entropy_constant],
+        args.spread_threshold,
+        train,
+        args.probe_steps,
+        args.probe_lr,
+        args.probe_batch_size,
+        args.seed,
+    )
+    _print_report(result)
+    if args.plot:
+        from .plotting import plot_layer_profile
+
+        flagged = [n in set(result.collapsed_layers) for n in result.names]
+        plot_layer_profile(
+            result.names,
+            result.entropy,
+            args.plot,
+            flagged,
+            result.spread,
+            title=f"{os.path.basename(args.model.rstrip('/'))}: {'COLLAPSED' if result.collapsed else 'healthy'}",
+            threshold=args.spread_threshold,
+        )
+        print(f"plot: {args.plot}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({**asdict(result), "collapsed": result.collapsed, "model": args.model}, f, indent=1)
+    return 1 if result.collapsed else 0

