@@ -106,10 +106,14 @@ class BatchEntropyConfig:
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
                 if not value or not all(isinstance(v, str) and v for v in value):
-                    raise ValueError(f"{name} must be a regex string or a non-empty list of module names, got {value}.")
+                    raise ValueError(
+                        f"{name} must be a regex string or a non-empty list of module names, got {value}."
+                    )
                 setattr(self, name, list(value))
             elif value is not None and not isinstance(value, str):
-                raise ValueError(f"{name} must be a regex string, a list of names or None, got {type(value).__name__}.")
+                raise ValueError(
+                    f"{name} must be a regex string, a list of names or None, got {type(value).__name__}."
+                )
 
     @property
     def constant(self) -> float:

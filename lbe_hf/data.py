@@ -55,7 +55,9 @@ def load_mnist_idx(folder: str | os.PathLike, prefix: str = "t10k") -> tuple[tor
             for candidate in (folder / (name + ".gz"), folder / name):
                 if candidate.is_file():
                     return candidate
-        raise FileNotFoundError(f"no {prefix} {kind} idx file in {folder} (expected e.g. {prefix}-{kind}-idx*-ubyte.gz).")
+        raise FileNotFoundError(
+            f"no {prefix} {kind} idx file in {folder} (expected e.g. {prefix}-{kind}-idx*-ubyte.gz)."
+        )
 
     images = read_idx(find("images"))
     labels = read_idx(find("labels"))

@@ -67,7 +67,9 @@ class LBETrainer(Trainer):
         **kwargs,
     ):
         if model is None:
-            raise ValueError("LBETrainer needs `model=`: the LBE hooks and alphas are attached to it (model_init is not supported).")
+            raise ValueError(
+                "LBETrainer needs `model=`: the LBE hooks and alphas are attached to it (model_init is not supported)."
+            )
         self.lbe_config = lbe_config if lbe_config is not None else BatchEntropyConfig()
         # Before Trainer.__init__, so the alphas move to the device with the model and the optimizer sees them.
         self.lbe = LBERegularizer(model, self.lbe_config)
@@ -86,7 +88,8 @@ class LBETrainer(Trainer):
             (own or EntropyCallback()).attach(self)
         if type(self).loss_is_scaled_for_ga is None:
             self.loss_is_scaled_for_ga = (
-                _model_scales_loss_for_ga(self.model, self.model_accepts_loss_kwargs) or self.compute_loss_func is not None
+                _model_scales_loss_for_ga(self.model, self.model_accepts_loss_kwargs)
+                or self.compute_loss_func is not None
             )
         if self.model_accepts_loss_kwargs and not _model_scales_loss_for_ga(self.model, True):
             # transformers multiplies the loss by the number of processes (training and eval) for models that
@@ -109,7 +112,10 @@ class LBETrainer(Trainer):
             if kwargs.get("use_reentrant", False):
                 # Reentrant checkpointing runs the forward under no_grad: captured activations would carry no
                 # gradient and the LBE term would silently stop training the weights.
-                logger.warning("LBETrainer: switching gradient checkpointing to use_reentrant=False (LBE needs gradients through hooked activations).")
+                logger.warning(
+                    "LBETrainer: switching gradient checkpointing to use_reentrant=False (LBE needs gradients "
+                    "through the hooked activations)."
+                )
             kwargs["use_reentrant"] = False
             # transformers 5.x reads activation_checkpointing_kwargs (gradient_checkpointing_* are its aliases).
             self.args.gradient_checkpointing_kwargs = kwargs
@@ -132,7 +138,9 @@ class LBETrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not model.training:
-            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
         with self.lbe.capture():
             result = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         loss, outputs = result
@@ -172,8 +180,10 @@ class LBETrainer(Trainer):
         if "loss" in logs and "eval_loss" not in logs:
             reduce = None
             if self.accelerator.num_processes > 1:
+
                 def reduce(t):
                     return self.accelerator.reduce(t.to(self.accelerator.device), reduction="sum")
+
             metrics, layers = self.lbe.pop_metrics(reduce)
             logs.update(metrics)
             skipped = torch.tensor(float(self._lbe_nonfinite_losses))

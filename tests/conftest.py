@@ -51,4 +51,6 @@ def make_token_dataset(n=16, seq=8, vocab=64, seed=0, num_labels=2):
     mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
     input_ids = input_ids * mask
     labels = torch.randint(0, num_labels, (n,), generator=g)
-    return Dataset.from_dict({"input_ids": input_ids.tolist(), "attention_mask": mask.tolist(), "labels": labels.tolist()})
+    return Dataset.from_dict(
+        {"input_ids": input_ids.tolist(), "attention_mask": mask.tolist(), "labels": labels.tolist()}
+    )

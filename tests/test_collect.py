@@ -43,7 +43,11 @@ def test_bert_default_is_ffn_output_dense_not_attention_output_dense():
                 "bert.encoder.layer.1.output.dense",
             ],
         ),
-        (["output.dense"], r".*attention.*", ["bert.encoder.layer.0.output.dense", "bert.encoder.layer.1.output.dense"]),
+        (
+            ["output.dense"],
+            r".*attention.*",
+            ["bert.encoder.layer.0.output.dense", "bert.encoder.layer.1.output.dense"],
+        ),
         (["classifier"], None, ["classifier"]),
         (r"output\.dense", None, None),  # a regex must match the whole name
         (["utput.dense"], None, None),  # a suffix must start at a dot
@@ -79,8 +83,12 @@ def test_exclude_everything_is_an_error():
         (
             lambda: LlamaForCausalLM(
                 LlamaConfig(
-                    vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
-                    num_attention_heads=2, num_key_value_heads=2,
+                    vocab_size=50,
+                    hidden_size=16,
+                    intermediate_size=24,
+                    num_hidden_layers=2,
+                    num_attention_heads=2,
+                    num_key_value_heads=2,
                 )
             ),  # fmt: skip
             ["model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"],

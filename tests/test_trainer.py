@@ -128,7 +128,9 @@ def _causal_lm_data(n=4, seq=10):
     lengths = torch.tensor([10, 3, 9, 4])[:n]  # unequal token counts per micro-batch
     mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
     labels = torch.where(mask.bool(), input_ids, torch.full_like(input_ids, -100))
-    return Dataset.from_dict({"input_ids": input_ids.tolist(), "attention_mask": mask.tolist(), "labels": labels.tolist()})
+    return Dataset.from_dict(
+        {"input_ids": input_ids.tolist(), "attention_mask": mask.tolist(), "labels": labels.tolist()}
+    )
 
 
 def _tiny_llama():
@@ -198,7 +200,10 @@ def test_peft_lora_trains_and_saves_alphas_with_adapter(tmp_path):
     lora_b = model.base_model.model.bert.encoder.layer[0].attention.self.query.lora_B.default.weight
     before = lora_b.detach().clone()
     trainer = LBETrainer(
-        model=model, args=training_args(tmp_path), train_dataset=make_token_dataset(), lbe_config=BatchEntropyConfig(alpha=1.5)
+        model=model,
+        args=training_args(tmp_path),
+        train_dataset=make_token_dataset(),
+        lbe_config=BatchEntropyConfig(alpha=1.5),
     )
     assert len(trainer.lbe_module_names) == 2
     trainer.train()
@@ -243,7 +248,11 @@ def test_real_minilm_trains_on_rte_rows(tmp_path, minilm_path, data_dir):
     rows = [json.loads(line) for line in (data_dir / "glue" / "rte" / "train.jsonl").open()][:16]
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     encoded = tokenizer(
-        [r["sentence1"] for r in rows], [r["sentence2"] for r in rows], truncation=True, max_length=64, padding="max_length"
+        [r["sentence1"] for r in rows],
+        [r["sentence2"] for r in rows],
+        truncation=True,
+        max_length=64,
+        padding="max_length",
     )
     data = Dataset.from_dict({**encoded, "labels": [r["label"] for r in rows]})
     model = AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=2)
