@@ -70,7 +70,10 @@ def _train(args: argparse.Namespace, beta: float, train_ds, test_ds, work_dir: s
         dataloader_drop_last=True,
     )
     config = BatchEntropyConfig(alpha=args.alpha, beta=beta)
-    trainer = LBETrainer(model=model, args=training_args, train_dataset=train_ds, lbe_config=config)
+    # entropy_callback=False: the demo draws both runs side by side itself (plot_entropy_history below).
+    trainer = LBETrainer(
+        model=model, args=training_args, train_dataset=train_ds, lbe_config=config, entropy_callback=False
+    )
     trainer.remove_callback(PrinterCallback)  # one short progress line per log instead of the full dicts
     if not args.no_progress:
         trainer.add_callback(_ProgressLine())

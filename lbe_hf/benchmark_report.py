@@ -1,0 +1,138 @@
+"""Markdown tables and plots of the trainability sweep (scripts/benchmarks/trainability.py --report)."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+COMMAND = "python scripts/benchmarks/trainability.py --report"
+
+
+def setting_name(lbe: dict | None) -> str:
+    if lbe is None:
+        return "plain"
+    if not lbe:
+        return "LBE defaults"
+    return "LBE " + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(lbe.items()))
+
+
+def _group(results: dict) -> dict[tuple, dict[str, list[dict]]]:
+    """(dataset, init, depth, lr, steps) -> setting name -> runs (one per seed)."""
+    groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for run in results.values():
+        key = (run["dataset"], run["init"], run["depth"], run["lr"], run["steps"])
+        groups[key][setting_name(run["lbe"])].append(run)
+    return groups
+
+
+def _cell(runs: list[dict]) -> str:
+    accs = [f"{r['test_accuracy']:.1f}" for r in sorted(runs, key=lambda r: r["seed"])]
+    return " / ".join(accs)
+
+
+def trainability_table(results: dict) -> str:
+    """One row per (dataset, init, depth, lr, setting): test accuracy per seed, step time."""
+    lines = [
+        "| data | init | depth | lr | setting | test acc. % (seeds) | train acc. % | final entropy min / mean "
+        "| ms/step |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (dataset, init, depth, lr, _steps), settings in sorted(_group(results).items()):
+        for name in sorted(settings, key=lambda n: (n != "plain", n != "LBE defaults", n)):
+            runs = sorted(settings[name], key=lambda r: r["seed"])
+            seeds = ",".join(str(r["seed"]) for r in runs)
+            train = " / ".join(f"{r['train_accuracy']:.1f}" for r in runs)
+            last = runs[0]["probe_entropy"][-1][1]
+            ent = f"{min(last):.2f} / {statistics.mean(last):.2f}"
+            ms = statistics.median(r["median_step_s"] * 1000 for r in runs)
+            lines.append(
+                f"| {dataset} | {init} | {depth} | {lr:g} | {name} | {_cell(runs)} (s{seeds}) | {train} | {ent} "
+                f"| {ms:.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def plot_accuracy_vs_depth(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["dataset"], r["init"], r["lr"]) for r in results.values()})
+    lbe_names = sorted({setting_name(r["lbe"]) for r in results.values()} - {"plain"})
+    colors = {name: f"C{i}" for i, name in enumerate(lbe_names)}
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    for ax, (dataset, init, lr) in zip(axes[0], panels):
+        by_setting: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for r in results.values():
+            if (r["dataset"], r["init"], r["lr"]) == (dataset, init, lr):
+                by_setting[setting_name(r["lbe"])][r["depth"]].append(r["test_accuracy"])
+        names = sorted(by_setting, key=lambda n: (n != "plain", n != "LBE defaults", n))
+        all_depths = sorted({d for depths in by_setting.values() for d in depths})
+        for name in names:
+            depths = by_setting[name]
+            xs = sorted(depths)
+            style = {"color": "0.4", "linestyle": "--"} if name == "plain" else {"color": colors[name]}
+            ax.plot(xs, [statistics.mean(depths[d]) for d in xs], marker="o", label=f"{name} (mean)", **style)
+            for d in xs:  # every seed
+                ax.scatter([d] * len(depths[d]), depths[d], s=12, color=style["color"], alpha=0.6)
+        ax.set_xscale("log")
+        ax.set_xticks(all_depths, [str(d) for d in all_depths])
+        ax.minorticks_off()
+        ax.set_xlabel("depth (hidden layers)")
+        ax.set_ylabel("test accuracy %")
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{dataset}, init={init}, lr={lr:g}", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Vanilla FNN, width 256, 600 Adam steps (made by: {COMMAND})", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_entropy_over_training(runs: list[dict], path: Path) -> None:
+    """Per-layer batch entropy (probe batch) over training, one heat map per run (the paper's Fig. 2/6)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.6 * len(runs), 3.6), squeeze=False)
+    vmax = max(max(max(h) for _, h in r["probe_entropy"]) for r in runs)
+    for ax, run in zip(axes[0], runs):
+        steps = [s for s, _ in run["probe_entropy"]]
+        grid = np.array([h for _, h in run["probe_entropy"]]).T  # (layers, logging steps)
+        im = ax.imshow(grid, aspect="auto", origin="lower", vmin=0, vmax=vmax, cmap="viridis",
+                       extent=(steps[0], steps[-1], 0.5, grid.shape[0] + 0.5))  # fmt: skip
+        ax.set_xlabel("training step")
+        ax.set_ylabel("layer")
+        ax.set_title(
+            f"{run['dataset']} {run['init']} depth {run['depth']}: {setting_name(run['lbe'])}\n"
+            f"test acc. {run['test_accuracy']:.1f}%",
+            fontsize=8,
+        )
+        fig.colorbar(im, ax=ax, label="batch entropy (eq. 3)")
+    fig.suptitle(f"made by: {COMMAND}", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_trainability_report(results: dict, folder: Path) -> None:
+    """docs/trainability.md (table), docs/accuracy_vs_depth.png, docs/entropy_<init>_d<depth>.png."""
+    folder = Path(folder)
+    if not results:
+        raise ValueError("no trainability results yet: run scripts/benchmarks/trainability.py first.")
+    table = trainability_table(results)
+    (folder / "trainability.md").write_text(f"<!-- made by: {COMMAND} -->\n\n{table}\n")
+    print(table)
+    plot_accuracy_vs_depth(results, folder / "accuracy_vs_depth.png")
+    for (dataset, init, depth, lr, _steps), settings in sorted(_group(results).items()):
+        if dataset != "mnist" or "plain" not in settings or "LBE defaults" not in settings:
+            continue
+        if (init, depth) not in (("torch", 50), ("torch", 30), ("he", 30), ("he", 100)):
+            continue
+        pair = [min(settings[name], key=lambda r: r["seed"]) for name in ("plain", "LBE defaults")]
+        plot_entropy_over_training(pair, folder / f"entropy_{init}_d{depth}_lr{lr:g}.png")

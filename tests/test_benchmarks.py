@@ -1,0 +1,79 @@
+"""The benchmark scripts really run (tiny settings), and the fast entropy path keeps autograd's gradients."""
+
+import json
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from lbe_hf.benchmark import FNNRun, reset_peak_rss, window_peak_rss_mib
+from lbe_hf.benchmark_report import trainability_table
+from lbe_hf.entropy import PI_E, layer_entropies
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _reference(acts):
+    return torch.stack([0.5 * torch.log1p(PI_E * a.reshape(a.shape[0], -1).var(0)).mean() for a in acts])
+
+
+def test_layer_entropies_match_autograd_with_shared_consumers():
+    # Layers of different shapes share one scratch buffer; 2-D activations skip the reshape view; each activation
+    # also feeds another op, so autograd accumulates our gradient with the other one.
+    torch.manual_seed(0)
+    w = torch.randn(6, requires_grad=True)
+    x1, x2 = torch.randn(32, 6), torch.randn(8, 3, 6)
+
+    def grads(entropy_fn):
+        a1, a2 = torch.relu(x1 * w), torch.tanh(x2 * w)
+        e = entropy_fn([a1, a2, a1[:5]])
+        loss = (a1 * 3).sum() + a2.square().sum() + (e * torch.tensor([1.0, -2.0, 0.5])).sum()
+        return e.detach(), torch.autograd.grad(loss, w)[0]
+
+    e, g = grads(layer_entropies)
+    e_ref, g_ref = grads(_reference)
+    torch.testing.assert_close(e, e_ref)
+    torch.testing.assert_close(g, g_ref)
+
+
+def test_fnn_run_plain_vs_lbe_start_from_the_same_weights(tmp_path):
+    plain = FNNRun("digits", depth=3, init="torch", seed=0, lr=1e-3, lbe=None, steps=4, batch_size=64)
+    lbe = FNNRun("digits", depth=3, init="torch", seed=0, lr=1e-3, lbe={}, steps=4, batch_size=64)
+    rp, rl = plain.execute(str(tmp_path / "p"), logging_steps=2), lbe.execute(str(tmp_path / "l"), logging_steps=2)
+    # Same seed: identical probe entropies before the first step; then LBE's extra loss term changes training.
+    assert rp["probe_entropy"][0] == rl["probe_entropy"][0]
+    assert len(rp["probe_entropy"][0][1]) == 3 and rp["probe_entropy"][-1][0] == 4
+    assert rl["alphas"] is not None and len(rl["alphas"]) == 3 and rp["alphas"] is None
+    assert any("lbe_loss" in log for log in rl["log_history"])
+    assert not any("lbe_loss" in log for log in rp["log_history"])
+    assert 0.0 <= rp["test_accuracy"] <= 100.0
+
+
+def test_trainability_script_appends_and_reports(tmp_path, capsys):
+    results = tmp_path / "res.json"
+    script = ROOT / "scripts/benchmarks/trainability.py"
+    args = ["--datasets", "digits", "--depths", "2", "--steps", "3", "--batch_size", "32", "--results", str(results)]
+    args += ["--lbe_settings", "plain", "beta=0.1", "--threads", str(torch.get_num_threads())]
+    subprocess.run([sys.executable, str(script), *args], check=True, capture_output=True, text=True, cwd=ROOT)
+    runs = json.loads(results.read_text())
+    assert sorted(r["lbe"] is None for r in runs.values()) == [False, True]
+    assert any(r["lbe"] == {"beta": 0.1} for r in runs.values())
+    main = runpy.run_path(str(script))["main"]
+    main(args)
+    assert capsys.readouterr().out.count("skip (done)") == 2  # reruns keep finished results
+    main(["--report", "--results", str(results)])
+    table = (tmp_path / "trainability.md").read_text()
+    assert "LBE beta=0.1" in table and "| digits | torch | 2 |" in table
+    assert (tmp_path / "accuracy_vs_depth.png").stat().st_size > 0
+    assert trainability_table(runs).count("\n") == 3  # header, rule, two runs
+
+
+def test_window_peak_rss_sees_a_new_allocation():
+    if not reset_peak_rss():
+        return  # not Linux
+    before = window_peak_rss_mib()
+    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    assert window_peak_rss_mib() >= before + 60
+    del block
