@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -159,34 +163,17 @@ def test_trainer_measures_before_the_first_step_and_resume_keeps_saved_alphas(tm
     assert torch.allclose(reg.alphas, saved)
 
 
-def _ddp_worker(rank: int, world_size: int, port: int, out: str) -> None:
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
-    model = _fnn(seed=0)
-    reg = LBERegularizer(model, BatchEntropyConfig(alpha="auto", alpha_min=0.01))
-    # Each rank sees different data (as under a DistributedSampler): its own measurement would differ.
-    g = torch.Generator().manual_seed(rank)
-    x = torch.rand(16, 12, generator=g) * (1 + 3 * rank)
-    local = auto_alphas(_measure(model, reg.module_names, x), float(batch_entropy(x)), 0.01)
-    with reg.capture():
-        model(pixel_values=x, labels=torch.zeros(16, dtype=torch.long))
-    torch.save({"world_size": dist.get_world_size(), "alphas": reg.alphas, "local": local}, f"{out}.{rank}")
-    dist.destroy_process_group()
-
-
 def test_ddp_ranks_start_with_the_same_alphas(tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    out = str(tmp_path / "alphas")
-    # fork: the workers inherit the imported modules instead of importing transformers again (seconds each).
-    mp.start_processes(_ddp_worker, args=(2, port, out), nprocs=2, join=True, start_method="fork")
-    r0, r1 = torch.load(f"{out}.0"), torch.load(f"{out}.1")
+    # Real DDP: two gloo processes (without ACCELERATE_USE_CPU=true each would run alone with world size 1).
+    script = Path(__file__).parent / "scripts" / "ddp_auto_alpha.py"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script), str(tmp_path)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    results = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [r["rank"] for r in results] == [0, 1]
+    r0, r1 = ({k: torch.tensor(v) if k in ("alphas", "local") else v for k, v in r.items()} for r in results)
     assert r0["world_size"] == r1["world_size"] == 2
     assert not torch.allclose(r0["local"], r1["local"])
     assert torch.equal(r0["alphas"], r1["alphas"])
