@@ -53,7 +53,9 @@ class LBEAlphas(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errs):
         if prefix + "alpha" in state_dict:
-            super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errs)
+            super()._load_from_state_dict(
+                state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errs
+            )
 
 
 def _loss_of(output):
@@ -131,7 +133,9 @@ class LBERegularizer:
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Writes `lbe_alphas.safetensors` (alphas + module names) and `lbe_config.json` into `directory`."""
         os.makedirs(directory, exist_ok=True)
-        save_file(self.state_dict(), os.path.join(directory, ALPHAS_NAME), metadata={"modules": ",".join(self.module_names)})
+        save_file(
+            self.state_dict(), os.path.join(directory, ALPHAS_NAME), metadata={"modules": ",".join(self.module_names)}
+        )
         self.config.save_pretrained(directory)
 
     def load_pretrained(self, directory: str | os.PathLike) -> bool:
