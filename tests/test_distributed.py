@@ -24,14 +24,14 @@ def ddp_results(tmp_path_factory) -> dict[tuple[str, str], list[dict]]:
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT), "--runs", *RUNS]
-    cmd += ["--output_dir", str(tmp_path_factory.mktemp("ddp"))]
+    output_dir = tmp_path_factory.mktemp("ddp")
+    cmd += ["--output_dir", str(output_dir)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     results: dict[tuple[str, str], list[dict]] = {}
-    for line in done.stdout.splitlines():
-        if line.startswith("RESULT "):
-            r = json.loads(line[len("RESULT ") :])
-            results.setdefault((r["kind"], str(r["find_unused"]).lower()), []).append(r)
+    for path in sorted(output_dir.glob("result_*_rank*.json")):
+        r = json.loads(path.read_text())
+        results.setdefault((r["kind"], str(r["find_unused"]).lower()), []).append(r)
     return results
 
 

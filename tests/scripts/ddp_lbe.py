@@ -3,7 +3,8 @@
 Trains a tiny FNN under each `ddp_find_unused_parameters` setting (None is the Trainer's default) and a tiny BERT
 with the default, through batches that make the LBE term skip on one rank (a batch of 1) or on both, and one
 with a NaN input on rank 0; each run saves a checkpoint at its last step into `--output_dir` (shared by the ranks).
-Every rank prints one `RESULT {json}` line per run for tests/test_distributed.py.
+Every rank writes one `result_<run>_rank<N>.json` per run into --output_dir for tests/test_distributed.py
+(files, not stdout: two ranks printing at once can interleave their lines).
 """
 
 from __future__ import annotations
@@ -127,7 +128,9 @@ def main() -> None:
     for spec in args.runs:
         kind, setting = spec.split(":")
         result = run(kind, settings[setting], os.path.join(args.output_dir, spec.replace(":", "_")))
-        print("RESULT " + json.dumps(result), flush=True)
+        name = f"result_{spec.replace(':', '_')}_rank{os.environ.get('RANK', '0')}.json"
+        with open(os.path.join(args.output_dir, name), "w", encoding="utf-8") as f:
+            json.dump(result, f)
 
 
 if __name__ == "__main__":
