@@ -128,6 +128,7 @@ class AutoencoderPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         # Overrides post_init()'s N(0, 0.02): with depth 10+ that init collapses the signal before training starts.
+        # Same rule as fnn.init_linear, repeated on purpose: pushed for trust_remote_code, this file stands alone.
         if not isinstance(module, nn.Linear):
             return
         if self.config.init == "he":

@@ -56,6 +56,18 @@ class FNNConfig(PretrainedConfig):
         super().__init__(**kwargs)
 
 
+@torch.no_grad()
+def init_linear(module: nn.Linear, scheme: str) -> None:
+    """ "he": Kaiming normal (fan-in, ReLU gain), zero bias. "torch": `nn.Linear`'s own default init."""
+    if scheme == "he":
+        nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(module.bias)
+    else:
+        nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+        bound = 1 / math.sqrt(module.in_features)
+        nn.init.uniform_(module.bias, -bound, bound)
+
+
 class FNNBlock(nn.Module):
     """Linear + activation; LBE regularizes `act`'s output."""
 
@@ -80,15 +92,8 @@ class FNNPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         # Overrides post_init()'s N(0, 0.02): the init scheme is the experiment (collapse vs. healthy signal).
-        if not isinstance(module, nn.Linear):
-            return
-        if self.config.init == "he":
-            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
-            nn.init.zeros_(module.bias)
-        else:
-            nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-            bound = 1 / math.sqrt(module.in_features)
-            nn.init.uniform_(module.bias, -bound, bound)
+        if isinstance(module, nn.Linear):
+            init_linear(module, self.config.init)
 
 
 class FNNForImageClassification(FNNPreTrainedModel):
