@@ -26,7 +26,7 @@ from torch import nn
 from .auto_alpha import AutoAlphaInit
 from .collect import ActivationCollector, resolve_target_modules
 from .config import AUTO, BatchEntropyConfig
-from .entropy import layer_entropies
+from .entropy import DeferredGradients, layer_entropies
 from .loss import lbe_loss, regularized_loss
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ class LBERegularizer:
         self.auto_alpha = AutoAlphaInit(model, self.config.constant) if fresh else None
         self._root_handle = model.register_forward_hook(self._fold_into_loss, with_kwargs=True)
         self.pending_lbe: torch.Tensor | None = None
+        self._grad_hooks = DeferredGradients()
         self._warned: set[str] = set()
         self._sums: torch.Tensor | None = None
         self._layer_sums: torch.Tensor | None = None
@@ -172,7 +173,7 @@ class LBERegularizer:
             )
             self._record(None, None, skipped=True)
             return alpha.sum() * 0.0
-        entropies = layer_entropies(activations, self.config.constant, mask)
+        entropies = layer_entropies(activations, self.config.constant, mask, self._grad_hooks)
         lbe = lbe_loss(entropies, alpha, self.config.alpha_min, self.config.beta)
         if not torch.isfinite(lbe):
             if self.config.on_nonfinite == "raise":

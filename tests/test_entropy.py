@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lbe_hf import PI_E, TWO_PI_E, batch_entropy, lbe_loss, regularized_loss
-from lbe_hf.entropy import layer_entropies, neuron_variance
+from lbe_hf.entropy import DeferredGradients, layer_entropies, neuron_variance
 
 
 def test_gaussian_closed_form():
@@ -109,3 +109,44 @@ def test_layer_entropies_stack():
     h = layer_entropies(acts)
     assert h.shape == (3,) and h[1] == 0 and h[2] > h[0] > 0
     assert math.isclose(h[0].item(), batch_entropy(acts[0]).item())
+
+
+def _chain_grads(hooks, three_d=False, lbe_only_extra=False):
+    """Gradients of a 4-layer ReLU chain's weights under `sum(output) + sum(H_l^2)`."""
+    torch.manual_seed(0)
+    weights = [torch.randn(16, 16, requires_grad=True) for _ in range(4)]
+    x, acts = torch.randn(8, 16), []
+    for w in weights:
+        x = torch.relu(x @ w)
+        if three_d:  # a (batch, seq, hidden)-shaped activation, flattened inside the entropy
+            x = x.view(8, 4, 4)
+            acts.append(x)
+            x = x.reshape(8, 16)
+        else:
+            acts.append(x)
+    if lbe_only_extra:
+        acts.append(torch.tanh(x))  # reaches the loss only through the LBE term
+    loss = x.sum() + (layer_entropies(acts, hooks=hooks) ** 2).sum()
+    loss.backward()
+    return [w.grad for w in weights]
+
+
+@pytest.mark.parametrize("three_d", [False, True])
+def test_deferred_gradients_equal_returned_gradients(three_d):
+    expected = _chain_grads(None, three_d)
+    hooks = DeferredGradients()
+    for _ in range(2):  # the hooks object is reused across steps, as the regularizer does
+        for got, want in zip(_chain_grads(hooks, three_d), expected):
+            torch.testing.assert_close(got, want)
+    assert hooks.enabled
+
+
+def test_deferred_gradients_fall_back_for_an_activation_only_lbe_uses():
+    expected = _chain_grads(None, lbe_only_extra=True)
+    hooks = DeferredGradients()
+    _chain_grads(hooks, lbe_only_extra=True)  # this step loses the extra layer's LBE gradient: detected next call
+    with pytest.warns(UserWarning, match=r"layer\(s\) \[4\] was not applied"):
+        got = _chain_grads(hooks, lbe_only_extra=True)
+    assert not hooks.enabled
+    for g, want in zip(got, expected):
+        torch.testing.assert_close(g, want)
