@@ -67,15 +67,32 @@ def load_mnist_idx(folder: str | os.PathLike, prefix: str = "t10k") -> tuple[tor
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
-def mnist_split(folder: str | os.PathLike, n_train: int = 8000) -> tuple[TensorDictDataset, TensorDictDataset]:
-    """The benchmark split of MNIST's 10k test set: images [0, n_train) train, the rest test, flattened to 784."""
+# Mean and std of MNIST's 60k training pixels (in [0, 1]): the usual `transforms.Normalize((0.1307,), (0.3081,))`,
+# which the authors' FNN experiments apply.
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+def mnist_split(
+    folder: str | os.PathLike, n_train: int = 8000, normalize: bool = False
+) -> tuple[TensorDictDataset, TensorDictDataset]:
+    """The benchmark split of MNIST's 10k test set: images [0, n_train) train, the rest test, flattened to 784.
+
+    Pixels are in [0, 1]; `normalize=True` standardises them with MNIST's mean and std instead.
+    """
     x, y = load_mnist_idx(folder)
     x = x.reshape(len(x), -1)
+    if normalize:
+        x = (x - MNIST_MEAN) / MNIST_STD
     return TensorDictDataset(x[:n_train], y[:n_train]), TensorDictDataset(x[n_train:], y[n_train:])
 
 
-def digits_split(test_fraction: float = 0.2, seed: int = 0) -> tuple[TensorDictDataset, TensorDictDataset]:
-    """scikit-learn's bundled 8x8 digits (1797 images, 64 features in [0, 1]), a fixed stratified split."""
+def digits_split(
+    test_fraction: float = 0.2, seed: int = 0, normalize: bool = False
+) -> tuple[TensorDictDataset, TensorDictDataset]:
+    """scikit-learn's bundled 8x8 digits (1797 images, 64 features in [0, 1]), a fixed stratified split.
+
+    `normalize=True` standardises the pixels with the training split's mean and std (one scalar each, as MNIST's).
+    """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -83,6 +100,9 @@ def digits_split(test_fraction: float = 0.2, seed: int = 0) -> tuple[TensorDictD
     x_train, x_test, y_train, y_test = train_test_split(
         x / 16.0, y, test_size=test_fraction, random_state=seed, stratify=y
     )
+    if normalize:
+        mean, std = x_train.mean(), x_train.std()
+        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
 
     def to_ds(a, b):
         return TensorDictDataset(torch.tensor(a, dtype=torch.float32), torch.tensor(b, dtype=torch.int64))

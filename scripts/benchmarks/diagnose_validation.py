@@ -61,7 +61,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def ground_truth(results: dict, init: str, depth: int, seed: int) -> tuple[float | None, str]:
-    run = results.get(f"mnist/{init}/d{depth}/s{seed}/lr0.001/n600/plain")
+    run = results.get(f"mnist01/{init}/d{depth}/s{seed}/lr0.001/n600/plain")
     if run is not None:
         return run["test_accuracy"], "run"
     return REFERENCE_ACCURACY.get((init, depth)), "ref"
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
             acc, source = ground_truth(results, init, depth, seed)
             if acc is None and args.train_missing:
                 with tempfile.TemporaryDirectory() as tmp:
-                    acc, source = FNNRun("mnist", depth, init, seed, 1e-3, None).execute(tmp)["test_accuracy"], "run"
+                    acc, source = FNNRun("mnist01", depth, init, seed, 1e-3, None).execute(tmp)["test_accuracy"], "run"
             trains = None if acc is None else acc > TRAINS_ABOVE
             hit = None if trains is None else trains == (not d.collapsed)
             p = d.probe

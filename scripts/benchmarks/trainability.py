@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from lbe_hf.benchmark import FNNRun
+from lbe_hf.benchmark import DATASETS, FNNRun
 from lbe_hf.benchmark_report import write_trainability_report
 
 DEFAULT_RESULTS = Path(__file__).resolve().parents[2] / "docs" / "trainability_results.json"
@@ -46,7 +46,7 @@ def parse_setting(text: str) -> dict | None:
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--datasets", nargs="+", default=["mnist"], choices=["mnist", "digits"])
+    p.add_argument("--datasets", nargs="+", default=["mnist"], choices=DATASETS)
     p.add_argument("--inits", nargs="+", default=["torch"], choices=["torch", "he"])
     p.add_argument("--depths", nargs="+", type=int, default=[30, 50])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
