@@ -150,3 +150,33 @@ def test_deferred_gradients_fall_back_for_an_activation_only_lbe_uses():
     assert not hooks.enabled
     for g, want in zip(got, expected):
         torch.testing.assert_close(g, want)
+
+
+def test_regularizer_gradients_match_plain_autograd_of_eq6():
+    from lbe_hf import BatchEntropyConfig
+    from lbe_hf.models import FNNConfig, FNNForImageClassification
+    from lbe_hf.regularizer import LBERegularizer
+
+    torch.manual_seed(0)
+    model = FNNForImageClassification(FNNConfig(input_dim=20, depth=6, width=16, init="torch"))
+    x, y = torch.randn(32, 20), torch.randint(0, 10, (32,))
+    regularizer = LBERegularizer(model, BatchEntropyConfig())
+    for _ in range(2):  # the second step runs with the gradient hooks of a reused regularizer
+        model.zero_grad()
+        with regularizer.capture():
+            model(pixel_values=x, labels=y).loss.backward()
+    got = {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    model.zero_grad()
+    h, acts = x, []
+    for layer in model.layers:
+        h = layer(h)
+        acts.append(h)
+    task = torch.nn.functional.cross_entropy(model.classifier(h), y)
+    entropies = torch.stack([0.5 * torch.log1p(PI_E * a.var(0)).mean() for a in acts])
+    target = model.lbe_alphas.alpha.abs().clamp(min=0.2)
+    lbe = 0.5 / len(acts) * ((entropies - target) ** 2).sum()
+    (task + task * lbe).backward()
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(got[name], param.grad, atol=1e-6, rtol=1e-4)
+    assert regularizer._grad_hooks.enabled

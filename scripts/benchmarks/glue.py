@@ -1,14 +1,15 @@
 """GLUE benchmark on CPU: MiniLM fine-tuned on real RTE and MRPC, baseline (`--lbe_beta 0`) vs LBE, several seeds.
 
     HF_HUB_OFFLINE=1 python scripts/benchmarks/glue.py --tasks rte mrpc --seeds 1 2 3 --max_steps 30
-    HF_HUB_OFFLINE=1 python scripts/benchmarks/glue.py --tasks rte --lbe_alpha 0.5 auto --results docs/glue_auto_alpha.md
+    HF_HUB_OFFLINE=1 python scripts/benchmarks/glue.py --tasks rte --lbe_alpha 0.5 auto \
+        --results docs/glue_auto_alpha.md
 
 Every run is `scripts/run_glue.py` in its own process on the local GLUE files (`lbe_hf.data.shared_data_dir()`): the
 baseline arm (`--lbe_beta 0`) and one LBE arm per `--lbe_alpha` value (a number or "auto"), all else equal. Writes
 a table (mean over seeds with a 95% t-interval, every seed's value with its binomial standard error, and paired
 per-seed differences between arms) with the exact command to `docs/glue_results.md`, rewritten after every run;
-rerunning the same command reuses the runs that already finished. A CPU-sized budget is far from the paper's 5 epochs: the numbers
-say what this budget gives, not what LBE does at convergence.
+rerunning the same command reuses the runs that already finished. A CPU-sized budget is far from the paper's
+5 epochs: the numbers say what this budget gives, not what LBE does at convergence.
 """
 
 from __future__ import annotations
