@@ -136,3 +136,42 @@ def write_trainability_report(results: dict, folder: Path) -> None:
             continue
         pair = [min(settings[name], key=lambda r: r["seed"]) for name in ("plain", "LBE defaults")]
         plot_entropy_over_training(pair, folder / f"entropy_{init}_d{depth}_lr{lr:g}.png")
+
+
+def auto_alpha_table(results: dict, dataset: str = "mnist", grid: tuple[float, ...] = (0.5, 1.0, 2.0)) -> str:
+    """alpha="auto" against fixed alphas, per net and seed: test accuracy and auto minus the best grid value.
+
+    The defaults' runs (`lbe()`, alpha 0.5) count as the grid's 0.5; other settings must differ only in alpha.
+    """
+    cells: dict[tuple, dict[str, float]] = defaultdict(dict)
+    for run in results.values():
+        if run["dataset"] != dataset or run["lr"] != 1e-3:
+            continue
+        lbe = run["lbe"]
+        if lbe is None:
+            name = "plain"
+        elif not lbe or set(lbe) == {"alpha"}:
+            alpha = lbe.get("alpha", 0.5)
+            name = "auto" if alpha == "auto" else f"{float(alpha):g}"
+        else:
+            continue
+        cells[(run["init"], run["depth"], run["seed"])][name] = run["test_accuracy"]
+    columns = ["plain", "auto", *(f"{a:g}" for a in grid)]
+    lines = [
+        "| net | seed | " + " | ".join("alpha=" + c if c != "plain" else c for c in columns) + " | auto - best grid |",
+        "| --- | --- | " + " | ".join("---" for _ in columns) + " | --- |",
+    ]
+    for (init, depth, seed), row in sorted(cells.items()):
+        if "auto" not in row:
+            continue
+        grid_values = [row[f"{a:g}"] for a in grid if f"{a:g}" in row]
+        gap = f"{round(row['auto'] - max(grid_values), 1) + 0.0:+.1f} (of {len(grid_values)})" if grid_values else "-"
+        shown = " | ".join(f"{row[c]:.1f}" if c in row else "-" for c in columns)
+        lines.append(f"| {init} d{depth} | {seed} | {shown} | {gap} |")
+    complete = [row for row in cells.values() if all(c in row for c in columns[1:])]
+    if len(complete) > 1:  # one alpha for every net: which fixed value would have been best on average
+        means = {c: statistics.mean(row[c] for row in complete) for c in columns[1:]}
+        best = max(means[f"{a:g}"] for a in grid)
+        shown = " | ".join(f"{means[c]:.1f}" for c in columns[1:])
+        lines.append(f"| mean of {len(complete)} complete rows | | - | {shown} | {means['auto'] - best:+.1f} |")
+    return "\n".join(lines)

@@ -85,3 +85,34 @@ def test_glue_benchmark_takes_auto_and_numbers_as_alpha_arms():
     assert parser.parse_args(["--lbe_alpha", "0.5", "AUTO"]).lbe_alpha == ["0.5", "auto"]
     with pytest.raises(SystemExit):
         parser.parse_args(["--lbe_alpha", "high"])
+
+
+def test_auto_alpha_table_compares_auto_with_the_best_grid_value():
+    from lbe_hf.benchmark_report import auto_alpha_table
+
+    def run(lbe, acc, seed=0):
+        return {
+            "dataset": "mnist",
+            "lr": 1e-3,
+            "init": "he",
+            "depth": 30,
+            "seed": seed,
+            "lbe": lbe,
+            "test_accuracy": acc,
+        }
+
+    results = dict(
+        enumerate(
+            [
+                run(None, 95.0),
+                run({}, 96.0),  # the defaults count as alpha 0.5
+                run({"alpha": 1.0}, 97.0),
+                run({"alpha": "auto"}, 96.5),
+                run({"alpha": 1.0, "beta": 0.1}, 99.0),  # not an alpha-only setting: left out
+                run({"alpha": 0.5}, 90.0, seed=1),  # no auto run for this seed: no row
+            ]
+        )
+    )
+    rows = auto_alpha_table(results).splitlines()
+    assert len(rows) == 3
+    assert rows[2] == "| he d30 | 0 | 95.0 | 96.5 | 96.0 | 97.0 | - | -0.5 (of 2) |"

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from lbe_hf.benchmark import DATASETS, FNNRun
-from lbe_hf.benchmark_report import write_trainability_report
+from lbe_hf.benchmark_report import auto_alpha_table, write_trainability_report
 
 DEFAULT_RESULTS = Path(__file__).resolve().parents[2] / "docs" / "trainability_results.json"
 
@@ -63,6 +63,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the machine is shared)")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     p.add_argument("--report", action="store_true", help="only write docs/ tables and plots from --results")
+    p.add_argument(
+        "--auto_table",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="only print the alpha=auto vs grid table of these result files (for --datasets[0])",
+    )
     return p
 
 
@@ -74,6 +81,10 @@ def main(argv: list[str] | None = None) -> None:
     args = make_parser().parse_args(argv)
     if args.report:
         write_trainability_report(load_results(args.results), args.results.parent)
+        return
+    if args.auto_table:
+        merged = {k: v for path in args.auto_table for k, v in load_results(path).items()}
+        print(auto_alpha_table(merged, args.datasets[0]))
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
