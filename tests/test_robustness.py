@@ -20,10 +20,11 @@ import time
 import weakref
 from pathlib import Path
 
+import helpers
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
+from transformers import BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 import lbe_hf
@@ -43,19 +44,7 @@ FAST = {"entropy_callback": False} if "entropy_callback" in inspect.signature(LB
 
 
 def tiny_bert(seed: int = 0) -> BertForSequenceClassification:
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=32,
-        num_labels=2,
-        hidden_dropout_prob=0.0,  # dropout off: runs with and without checkpointing must be comparable exactly
-        attention_probs_dropout_prob=0.0,
-    )
-    return BertForSequenceClassification(config)
+    return helpers.tiny_bert(seed=seed, intermediate_size=64)  # dropout off: checkpointed runs compare exactly
 
 
 def token_rows(n: int = 8, seq: int = 8, labels: bool = True) -> list[dict[str, torch.Tensor]]:

@@ -4,8 +4,9 @@ import os
 
 import pytest
 import torch
-from conftest import make_tiny_bert, make_token_dataset
+from conftest import make_token_dataset
 from datasets import Dataset
+from helpers import tiny_bert
 from safetensors.torch import load_file
 from transformers import (
     AutoModelForSequenceClassification,
@@ -50,7 +51,7 @@ def make_fnn(seed=0, depth=4):
 
 
 def test_tiny_bert_trains_weights_and_alphas_move_and_logs(tmp_path):
-    model = make_tiny_bert()
+    model = tiny_bert()
     before = model.bert.encoder.layer[1].output.dense.weight.detach().clone()
     trainer = LBETrainer(
         model=model,
@@ -76,7 +77,7 @@ def test_tiny_bert_trains_weights_and_alphas_move_and_logs(tmp_path):
 
 
 def test_eval_loss_is_the_model_loss_and_predictions_hold_only_logits(tmp_path):
-    model = make_tiny_bert()
+    model = tiny_bert()
     data = make_token_dataset(n=8)
     trainer = LBETrainer(model=model, args=training_args(tmp_path, per_device_eval_batch_size=8), train_dataset=data)
     trainer.train()
@@ -113,9 +114,9 @@ def _one_sgd_step(tmp_path, model, data, batch, accumulation, beta=0.0):
 def test_gradient_accumulation_scales_classification_loss(tmp_path):
     # BERT heads take **kwargs but return a per-batch mean: 2 x 4 accumulated must equal one batch of 8.
     data = make_token_dataset(n=8)
-    full = _one_sgd_step(tmp_path / "a", make_tiny_bert(), data, batch=8, accumulation=1)
-    accumulated = _one_sgd_step(tmp_path / "b", make_tiny_bert(), data, batch=4, accumulation=2)
-    initial = dict(make_tiny_bert().named_parameters())
+    full = _one_sgd_step(tmp_path / "a", tiny_bert(), data, batch=8, accumulation=1)
+    accumulated = _one_sgd_step(tmp_path / "b", tiny_bert(), data, batch=4, accumulation=2)
+    initial = dict(tiny_bert().named_parameters())
     name = "bert.encoder.layer.0.output.dense.weight"
     assert not torch.allclose(full[name], initial[name])
     for n in full:
@@ -196,7 +197,7 @@ def test_batch_size_one_configured_is_refused(tmp_path):
 def test_peft_lora_trains_and_saves_alphas_with_adapter(tmp_path):
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    model = get_peft_model(make_tiny_bert(), LoraConfig(r=4, target_modules=["query", "value"], task_type="SEQ_CLS"))
+    model = get_peft_model(tiny_bert(), LoraConfig(r=4, target_modules=["query", "value"], task_type="SEQ_CLS"))
     lora_b = model.base_model.model.bert.encoder.layer[0].attention.self.query.lora_B.default.weight
     before = lora_b.detach().clone()
     trainer = LBETrainer(
@@ -213,14 +214,14 @@ def test_peft_lora_trains_and_saves_alphas_with_adapter(tmp_path):
     files = set(os.listdir(tmp_path / "adapter"))
     assert {"adapter_model.safetensors", "lbe_alphas.safetensors", "lbe_config.json"} <= files
 
-    reloaded = PeftModel.from_pretrained(make_tiny_bert(), str(tmp_path / "adapter"))
+    reloaded = PeftModel.from_pretrained(tiny_bert(), str(tmp_path / "adapter"))
     regularizer = LBERegularizer(reloaded, BatchEntropyConfig.from_pretrained(tmp_path / "adapter"))
     assert regularizer.load_pretrained(tmp_path / "adapter")
     assert torch.equal(regularizer.alphas, trainer.alphas)
 
 
 def test_saved_model_loads_with_plain_transformers_and_card_says_lbe(tmp_path, caplog):
-    model = make_tiny_bert()
+    model = tiny_bert()
     trainer = LBETrainer(model=model, args=training_args(tmp_path / "run"), train_dataset=make_token_dataset())
     trainer.train()
     out = tmp_path / "model"

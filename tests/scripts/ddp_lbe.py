@@ -12,14 +12,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
+from transformers import TrainingArguments
 
 from lbe_hf import BatchEntropyConfig, LBETrainer, get_last_complete_checkpoint
 from lbe_hf.data import TensorDictDataset
 from lbe_hf.models import FNNConfig, FNNForImageClassification
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for helpers
+from helpers import tiny_bert  # noqa: E402
 
 # Collator call (= batch) numbers: rank 0 gets one sample on batch 2, every rank on batch 3, rank 0 a NaN on 4.
 ONE_SAMPLE = {0: (2, 3), 1: (3,)}
@@ -60,16 +65,7 @@ class TokenRows(torch.utils.data.Dataset):
 def build(kind: str):
     torch.manual_seed(0)
     if kind == "bert":
-        config = BertConfig(
-            vocab_size=64,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=32,
-            num_labels=2,
-        )
-        return BertForSequenceClassification(config), TokenRows(64, 8, 64)
+        return tiny_bert(dropout=0.1, intermediate_size=64), TokenRows(64, 8, 64)
     model = FNNForImageClassification(FNNConfig(input_dim=8, depth=3, width=16, num_labels=3))
     g = torch.Generator().manual_seed(0)
     return model, TensorDictDataset(torch.randn(64, 8, generator=g), torch.randint(0, 3, (64,), generator=g))
