@@ -62,8 +62,12 @@ def plot_accuracy_vs_depth(results: dict, path: Path) -> None:
     panels = sorted({(r["dataset"], r["init"], r["lr"]) for r in results.values()})
     lbe_names = sorted({setting_name(r["lbe"]) for r in results.values()} - {"plain"})
     colors = {name: f"C{i}" for i, name in enumerate(lbe_names)}
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
-    for ax, (dataset, init, lr) in zip(axes[0], panels):
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (dataset, init, lr) in zip(axes.flat, panels):
         by_setting: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for r in results.values():
             if (r["dataset"], r["init"], r["lr"]) == (dataset, init, lr):
