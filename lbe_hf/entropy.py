@@ -230,7 +230,8 @@ def layer_entropies(
     if hooks is not None and mask is None and not torch.compiler.is_compiling():
         # float32 activations go in unflattened (flattening happens inside the node, so their gradient needs no
         # view node of its own); the others (cast to float32) keep the returned-gradient path. Under
-        # torch.compile, tensor hooks registered while tracing don't add to the gradient: gradients are returned.
+        # torch.compile the hook path gave gradients different from eager mode (tests/test_robustness.py,
+        # test_torch_compile_keeps_the_hooks), so there gradients are returned too.
         deferred = hooks.prepare(activations)
         inputs = [a if d else s for a, s, d in zip(activations, samples, deferred)]
     else:
