@@ -117,18 +117,20 @@ class DeferredGradients:
         self.enabled = True
         self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None] = []
 
-    def prepare(self, activations: list[torch.Tensor]) -> list[bool]:
-        """Registers one hook per deferrable activation (float32, requires grad); returns which ones are."""
+    def prepare(self, activations: list[torch.Tensor]) -> tuple[list[bool], list]:
+        """Registers one hook per deferrable activation (float32, requires grad).
+
+        Returns which activations are deferred, and this forward's slot list: the variance node's backward puts
+        `(x, scale, bias)` for deferred layer l in slot l, and layer l's hook takes it from there. One list per
+        forward, so two forwards before one backward don't mix.
+        """
         self.check()
         deferred = [self.enabled and a.dtype == torch.float32 and a.requires_grad for a in activations]
         self._pending = [None] * len(activations)
         for index, (a, d) in enumerate(zip(activations, deferred)):
             if d:
                 a.register_hook(self._hook(index, self._pending))
-        return deferred
-
-    def arm(self, index: int, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> None:
-        self._pending[index] = (x, scale, bias)
+        return deferred, self._pending
 
     @staticmethod
     def _hook(index: int, pending: list):
@@ -166,11 +168,11 @@ class _LayerVariances(torch.autograd.Function):
     With one node and the small (k,)-sized arithmetic done once for all layers, a 50-layer net pays ~4 dispatches
     per layer instead of ~25 (per-layer nodes cost ~0.9 ms each on a loaded CPU, measured); the full-size passes are
     the same as `_NeuronVariance`'s (two reads of x in forward, one fused `addcmul` in backward). Gradients of the
-    layers flagged in `deferred` are handed to `hooks` instead of being returned (see `DeferredGradients`).
+    layers flagged in `deferred` go to their slot in `pending` instead of being returned (see `DeferredGradients`).
     """
 
     @staticmethod
-    def forward(ctx, workspace, hooks, deferred, *xs: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, workspace, pending, deferred, *xs: torch.Tensor) -> torch.Tensor:
         flat = [x.reshape(x.shape[0], -1) for x in xs]
         sizes = [x.shape[1] for x in flat]
         means = flat[0].new_empty(sum(sizes))
@@ -185,7 +187,7 @@ class _LayerVariances(torch.autograd.Function):
             torch.sum(centred.mul_(centred), 0, out=out)
             counts.append(n)
             start += k
-        ctx.sizes, ctx.hooks, ctx.deferred = sizes, hooks, deferred
+        ctx.sizes, ctx.pending, ctx.deferred = sizes, pending, deferred
         # dVar_j/dx_ij = 2 (x_ij - mean_j) / (n - 1): dividing once here and reusing the factor in backward.
         factor = torch.cat([means.new_full((k,), 1.0 / (n - 1)) for k, n in zip(sizes, counts)])
         var.mul_(factor)
@@ -202,7 +204,7 @@ class _LayerVariances(torch.autograd.Function):
         for index, (x, k) in enumerate(zip(xs, ctx.sizes)):
             s, b = scale[start : start + k], bias[start : start + k]
             if ctx.deferred[index]:
-                ctx.hooks.arm(index, x, s, b)
+                ctx.pending[index] = (x, s, b)
                 grads.append(None)
             else:
                 grads.append(torch.addcmul(b, x.reshape(x.shape[0], -1), s).view(x.shape))
@@ -232,11 +234,11 @@ def layer_entropies(
         # view node of its own); the others (cast to float32) keep the returned-gradient path. Under
         # torch.compile the hook path gave gradients different from eager mode (tests/test_robustness.py,
         # test_torch_compile_keeps_the_hooks), so there gradients are returned too.
-        deferred = hooks.prepare(activations)
+        deferred, pending = hooks.prepare(activations)
         inputs = [a if d else s for a, s, d in zip(activations, samples, deferred)]
     else:
-        deferred, inputs = [False] * len(samples), samples
-    var = _LayerVariances.apply(workspace, hooks, tuple(deferred), *inputs)
+        deferred, pending, inputs = [False] * len(samples), None, samples
+    var = _LayerVariances.apply(workspace, pending, tuple(deferred), *inputs)
     terms = 0.5 * torch.log1p(constant * var)
     sizes = [s.shape[1] for s in samples]
     if len(set(sizes)) == 1:

@@ -180,3 +180,18 @@ def test_regularizer_gradients_match_plain_autograd_of_eq6():
     for name, param in model.named_parameters():
         torch.testing.assert_close(got[name], param.grad, atol=1e-6, rtol=1e-4)
     assert regularizer._grad_hooks.enabled
+
+
+def test_deferred_gradients_keep_two_forwards_before_one_backward_apart():
+    def grads(hooks):
+        torch.manual_seed(0)
+        w = torch.randn(16, 16, requires_grad=True)
+        loss = 0.0
+        for scale in (1.0, 3.0):  # two forwards, one backward of their sum
+            a = torch.relu(torch.randn(8, 16) * scale @ w)
+            b = torch.tanh(a @ w)
+            loss = loss + b.sum() + (layer_entropies([a, b], hooks=hooks) ** 2).sum()
+        loss.backward()
+        return w.grad
+
+    torch.testing.assert_close(grads(DeferredGradients()), grads(None))
