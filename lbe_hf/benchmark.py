@@ -29,8 +29,8 @@ def load_split(name: str) -> tuple[TensorDictDataset, TensorDictDataset]:
     """'mnist' (the shared 10k MNIST images, 8000 train / 2000 test) or 'digits' (scikit-learn, 80/20).
 
     Pixels standardised to mean 0, std 1, as the authors' MNIST experiments do (`Normalize((0.1307,), (0.3081,))`);
-    'mnist01' / 'digits01' keep raw [0, 1] pixels. The input scale matters for the collapse regime: with [0, 1]
-    inputs the depth-50 `init="torch"` net starts with ~3x less signal, and LBE rescues it far less often.
+    'mnist01' / 'digits01' keep raw [0, 1] pixels (about 3x smaller inputs). The two give different trainability
+    numbers for the collapsed nets (docs/benchmarks.md reports both), so they are separate datasets here.
     """
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got {name!r}.")
