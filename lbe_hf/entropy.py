@@ -146,8 +146,8 @@ class DeferredGradients:
 
         return add_variance_gradient
 
-    def check(self) -> bool:
-        """False (deferral then switched off, with a warning) when the last backward left a gradient unapplied."""
+    def check(self) -> None:
+        """Switches deferral off, with a warning, when the last backward left a layer's gradient unapplied."""
         missed = [i for i, entry in enumerate(self._pending) if entry is not None]
         for i in missed:
             self._pending[i] = None  # in place: the hooks hold this list
@@ -159,7 +159,6 @@ class DeferredGradients:
                 "directly (correct, slightly more memory).",
                 stacklevel=2,
             )
-        return not missed
 
 
 class _LayerVariances(torch.autograd.Function):
