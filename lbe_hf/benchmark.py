@@ -51,6 +51,10 @@ class EntropyProbe(TrainerCallback):
 
     Measured the same way (no grad, same batch) for the plain and the LBE arm, so their curves compare; the
     paper's Fig. 2/6 plot this quantity over training. `history`: list of (step, [H_1, ..., H_L]).
+
+    Alongside, what eq. 3 cannot see (it scores each neuron alone): `rank_history`, the effective rank of each
+    layer's centred batch of activations (`effective_rank`), and `constant_history`, the fraction of its neurons
+    that output the same value for every sample of the batch (a dead ReLU, say).
     """
 
     def __init__(self, model: torch.nn.Module, batch: torch.Tensor, constant: float):
@@ -58,6 +62,8 @@ class EntropyProbe(TrainerCallback):
         modules = dict(model.named_modules())
         self.modules = [modules[n] for n in resolve_target_modules(model)]
         self.history: list[tuple[int, list[float]]] = []
+        self.rank_history: list[tuple[int, list[float]]] = []
+        self.constant_history: list[tuple[int, list[float]]] = []
 
     def probe(self, step: int) -> None:
         outputs: list[torch.Tensor] = []
@@ -68,6 +74,10 @@ class EntropyProbe(TrainerCallback):
             with torch.no_grad():
                 self.model(pixel_values=self.batch)
                 self.history.append((step, layer_entropies(outputs, self.constant).tolist()))
+                flat = [out.float().flatten(1) for out in outputs]
+                self.rank_history.append((step, [effective_rank(x) for x in flat]))
+                constant = [float((x.amax(0) == x.amin(0)).float().mean()) for x in flat]
+                self.constant_history.append((step, constant))
         finally:
             for h in handles:
                 h.remove()
@@ -79,6 +89,23 @@ class EntropyProbe(TrainerCallback):
     def on_log(self, args, state, control, **kwargs):
         if not self.history or self.history[-1][0] != state.global_step:
             self.probe(state.global_step)
+
+
+def effective_rank(x: torch.Tensor) -> float:
+    """Effective rank (Roy & Vetterli, 2007) of a batch of activations (batch, features), centred over the batch.
+
+    exp of the Shannon entropy of the normalised singular values: k for k equally strong independent directions,
+    1 when every neuron is a scaled copy of one feature of the input, whatever each neuron's own variance (so a
+    layer can score well on eq. 3 and still pass a single number upwards). 0 for a batch without any spread.
+    Scale-free: a collapsed layer's tiny deviations get a rank too; read it together with the entropy.
+    """
+    x = x.detach().float().flatten(1)
+    s = torch.linalg.svdvals(x - x.mean(0))
+    total = s.sum()
+    if not torch.isfinite(total) or total <= 0:
+        return 0.0
+    p = s[s > 0] / total
+    return float(torch.exp(-(p * p.log()).sum()))
 
 
 class StepTimer(TrainerCallback):
@@ -183,6 +210,8 @@ class FNNRun:
             "seconds": time.perf_counter() - start,
             "median_step_s": statistics.median(timer.times) if timer.times else None,
             "probe_entropy": probe.history,
+            "probe_effective_rank": probe.rank_history,
+            "probe_constant_fraction": probe.constant_history,
             "alphas": trainer.alphas.tolist() if config is not None else None,
             "log_history": [
                 {

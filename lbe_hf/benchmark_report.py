@@ -27,8 +27,9 @@ def _group(results: dict) -> dict[tuple, dict[str, list[dict]]]:
 
 
 def _cell(runs: list[dict]) -> str:
-    accs = [f"{r['test_accuracy']:.1f}" for r in sorted(runs, key=lambda r: r["seed"])]
-    return " / ".join(accs)
+    accs = [r["test_accuracy"] for r in sorted(runs, key=lambda r: r["seed"])]
+    cell = " / ".join(f"{a:.1f}" for a in accs)
+    return cell + (f" (mean {statistics.mean(accs):.1f})" if len(accs) > 2 else "")
 
 
 def trainability_table(results: dict) -> str:
@@ -95,20 +96,31 @@ def plot_accuracy_vs_depth(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_entropy_over_training(runs: list[dict], path: Path) -> None:
-    """Per-layer batch entropy (probe batch) over training, one heat map per run (the paper's Fig. 2/6)."""
+PROBES = {"probe_entropy": "batch entropy (eq. 3)", "probe_effective_rank": "effective rank"}
+
+
+def plot_entropy_over_training(runs: list[dict], path: Path, field: str = "probe_entropy") -> None:
+    """Per-layer batch entropy (probe batch) over training, one heat map per run (the paper's Fig. 2/6).
+
+    `field="probe_effective_rank"` draws the layers' effective rank the same way (log colour scale).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.colors
     import matplotlib.pyplot as plt
     import numpy as np
 
     fig, axes = plt.subplots(1, len(runs), figsize=(4.6 * len(runs), 3.6), squeeze=False)
-    vmax = max(max(max(h) for _, h in r["probe_entropy"]) for r in runs)
+    vmax = max(max(max(h) for _, h in r[field]) for r in runs)
+    if field == "probe_effective_rank":
+        norm = matplotlib.colors.LogNorm(vmin=1.0, vmax=max(vmax, 2.0))
+    else:
+        norm = matplotlib.colors.Normalize(vmin=0.0, vmax=vmax)
     for ax, run in zip(axes[0], runs):
-        steps = [s for s, _ in run["probe_entropy"]]
-        grid = np.array([h for _, h in run["probe_entropy"]]).T  # (layers, logging steps)
-        im = ax.imshow(grid, aspect="auto", origin="lower", vmin=0, vmax=vmax, cmap="viridis",
+        steps = [s for s, _ in run[field]]
+        grid = np.array([h for _, h in run[field]]).T  # (layers, logging steps)
+        im = ax.imshow(grid.clip(min=norm.vmin), aspect="auto", origin="lower", norm=norm, cmap="viridis",
                        extent=(steps[0], steps[-1], 0.5, grid.shape[0] + 0.5))  # fmt: skip
         ax.set_xlabel("training step")
         ax.set_ylabel("layer")
@@ -117,7 +129,7 @@ def plot_entropy_over_training(runs: list[dict], path: Path) -> None:
             f"test acc. {run['test_accuracy']:.1f}%",
             fontsize=8,
         )
-        fig.colorbar(im, ax=ax, label="batch entropy (eq. 3)")
+        fig.colorbar(im, ax=ax, label=PROBES[field])
     fig.suptitle(f"made by: {COMMAND}", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -140,6 +152,11 @@ def write_trainability_report(results: dict, folder: Path) -> None:
             continue
         pair = [min(settings[name], key=lambda r: r["seed"]) for name in ("plain", "LBE defaults")]
         plot_entropy_over_training(pair, folder / f"entropy_{init}_d{depth}_lr{lr:g}.png")
+        ranked = [r for r in settings["LBE defaults"] if "probe_effective_rank" in r]
+        if ranked:  # the best and the worst rescue side by side: what eq. 3 cannot tell apart
+            runs = sorted(ranked, key=lambda r: r["test_accuracy"])
+            runs = [runs[0], runs[-1]] if len(runs) > 1 else runs
+            plot_entropy_over_training(runs, folder / f"rank_{init}_d{depth}_lr{lr:g}.png", "probe_effective_rank")
 
 
 def auto_alpha_table(results: dict, dataset: str = "mnist", grid: tuple[float, ...] = (0.5, 1.0, 2.0)) -> str:
@@ -172,6 +189,18 @@ def auto_alpha_table(results: dict, dataset: str = "mnist", grid: tuple[float, .
         gap = f"{round(row['auto'] - max(grid_values), 1) + 0.0:+.1f} (of {len(grid_values)})" if grid_values else "-"
         shown = " | ".join(f"{row[c]:.1f}" if c in row else "-" for c in columns)
         lines.append(f"| {init} d{depth} | {seed} | {shown} | {gap} |")
+    by_net: dict[tuple, list[dict]] = defaultdict(list)
+    for (init, depth, _seed), row in sorted(cells.items()):
+        if "auto" in row:
+            by_net[(init, depth)].append(row)
+    for (init, depth), rows in by_net.items():  # the target compares per net: average each net's seeds
+        means = {c: statistics.mean(row[c] for row in rows) for c in columns if all(c in row for row in rows)}
+        grid_means = [means[f"{a:g}"] for a in grid if f"{a:g}" in means]
+        if len(rows) < 2 or not grid_means:
+            continue
+        shown = " | ".join(f"{means[c]:.1f}" if c in means else "-" for c in columns)
+        gap = means["auto"] - max(grid_means)
+        lines.append(f"| {init} d{depth} | mean of {len(rows)} | {shown} | {gap:+.1f} (of {len(grid_means)}) |")
     complete = [row for row in cells.values() if all(c in row for c in columns[1:])]
     if len(complete) > 1:  # one alpha for every net: which fixed value would have been best on average
         means = {c: statistics.mean(row[c] for row in complete) for c in columns[1:]}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lbe_hf.benchmark import FNNRun, reset_peak_rss, window_peak_rss_mib
+from lbe_hf.benchmark import FNNRun, effective_rank, reset_peak_rss, window_peak_rss_mib
 from lbe_hf.benchmark_report import trainability_table
 from lbe_hf.entropy import PI_E, layer_entropies
 
@@ -51,6 +51,22 @@ def test_fnn_run_plain_vs_lbe_start_from_the_same_weights(tmp_path):
     assert any("lbe_loss" in log for log in rl["log_history"])
     assert not any("lbe_loss" in log for log in rp["log_history"])
     assert 0.0 <= rp["test_accuracy"] <= 100.0
+    # One effective rank and one constant-neuron fraction per layer, at the same steps as the entropies.
+    for field in ("probe_effective_rank", "probe_constant_fraction"):
+        assert [s for s, _ in rp[field]] == [s for s, _ in rp["probe_entropy"]]
+        assert all(len(values) == 3 for _, values in rp[field])
+    assert all(0.0 <= f <= 1.0 for _, values in rp["probe_constant_fraction"] for f in values)
+
+
+def test_effective_rank_counts_independent_directions_not_variance():
+    g = torch.Generator().manual_seed(0)
+    feature = torch.randn(512, 1, generator=g)
+    copies = feature * torch.linspace(0.5, 3.0, 64)  # 64 neurons, each with its own variance, one direction
+    assert effective_rank(copies) == pytest.approx(1.0, abs=1e-3)
+    assert 50 < effective_rank(torch.randn(512, 64, generator=g)) <= 64  # isotropic: close to the width
+    two = torch.cat([copies, torch.randn(512, 1, generator=g).expand(512, 64)], dim=1)
+    assert 1.5 < effective_rank(two) < 2.5
+    assert effective_rank(torch.ones(16, 8)) == 0.0  # no spread over the batch at all
 
 
 def test_trainability_script_appends_and_reports(tmp_path, capsys):
@@ -123,3 +139,12 @@ def test_auto_alpha_table_compares_auto_with_the_best_grid_value():
     rows = auto_alpha_table(results).splitlines()
     assert len(rows) == 3
     assert rows[2] == "| he d30 | 0 | 95.0 | 96.5 | 96.0 | 97.0 | - | -0.5 (of 2) |"
+    # With every alpha run for two seeds, the net's seed means decide (here seed 1 makes auto the best).
+    grid = [run({"alpha": a}, acc, seed=s) for s, a, acc in [(0, 2.0, 50.0), (1, 1.0, 80.0), (1, 2.0, 70.0)]]
+    results.update(enumerate([*grid, run({"alpha": "auto"}, 90.0, seed=1)], start=len(results)))
+    rows = auto_alpha_table(results).splitlines()
+    assert "| he d30 | mean of 2 | - | 93.2 | 93.0 | 88.5 | 60.0 | +0.2 (of 3) |" in rows
+    # A grid value some seeds lack is left out of that net's means.
+    del results[len(results) - 4]  # seed 0's alpha 2.0
+    rows = auto_alpha_table(results).splitlines()
+    assert "| he d30 | mean of 2 | - | 93.2 | 93.0 | 88.5 | - | +0.2 (of 2) |" in rows
