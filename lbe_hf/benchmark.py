@@ -75,8 +75,9 @@ class EntropyProbe(TrainerCallback):
                 self.model(pixel_values=self.batch)
                 self.history.append((step, layer_entropies(outputs, self.constant).tolist()))
                 flat = [out.float().flatten(1) for out in outputs]
-                self.rank_history.append((step, [effective_rank(x) for x in flat]))
-                constant = [float((x.amax(0) == x.amin(0)).float().mean()) for x in flat]
+                # 4 significant digits: enough to read, and the results JSON of a 500-layer run stays small.
+                self.rank_history.append((step, [round(effective_rank(x), 2) for x in flat]))
+                constant = [round(float((x.amax(0) == x.amin(0)).float().mean()), 4) for x in flat]
                 self.constant_history.append((step, constant))
         finally:
             for h in handles:
