@@ -18,7 +18,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from .collect import resolve_target_modules
 from .config import BatchEntropyConfig
 from .data import TensorDictDataset, default_mnist_folder, digits_split, mnist_split
-from .entropy import layer_entropies
+from .entropy import effective_rank, layer_entropies
 from .models import FNNConfig, FNNForImageClassification
 from .trainer import LBETrainer
 
@@ -75,7 +75,7 @@ class EntropyProbe(TrainerCallback):
                 self.model(pixel_values=self.batch)
                 self.history.append((step, layer_entropies(outputs, self.constant).tolist()))
                 flat = [out.float().flatten(1) for out in outputs]
-                # 4 significant digits: enough to read, and the results JSON of a 500-layer run stays small.
+                # Rounded (ranks to 0.01, fractions to 1e-4): enough to read; a 500-layer run's JSON stays small.
                 self.rank_history.append((step, [round(effective_rank(x), 2) for x in flat]))
                 constant = [round(float((x.amax(0) == x.amin(0)).float().mean()), 4) for x in flat]
                 self.constant_history.append((step, constant))
@@ -90,23 +90,6 @@ class EntropyProbe(TrainerCallback):
     def on_log(self, args, state, control, **kwargs):
         if not self.history or self.history[-1][0] != state.global_step:
             self.probe(state.global_step)
-
-
-def effective_rank(x: torch.Tensor) -> float:
-    """Effective rank (Roy & Vetterli, 2007) of a batch of activations (batch, features), centred over the batch.
-
-    exp of the Shannon entropy of the normalised singular values: k for k equally strong independent directions,
-    1 when every neuron is a scaled copy of one feature of the input, whatever each neuron's own variance (so a
-    layer can score well on eq. 3 and still pass a single number upwards). 0 for a batch without any spread.
-    Scale-free: a collapsed layer's tiny deviations get a rank too; read it together with the entropy.
-    """
-    x = x.detach().float().flatten(1)
-    s = torch.linalg.svdvals(x - x.mean(0))
-    total = s.sum()
-    if not torch.isfinite(total) or total <= 0:
-        return 0.0
-    p = s[s > 0] / total
-    return float(torch.exp(-(p * p.log()).sum()))
 
 
 class StepTimer(TrainerCallback):
@@ -193,7 +176,8 @@ class FNNRun:
         lbe = "plain" if self.lbe is None else "lbe(" + ",".join(f"{k}={v}" for k, v in sorted(self.lbe.items())) + ")"
         return f"{self.dataset}/{self.init}/d{self.depth}/s{self.seed}/lr{self.lr:g}/n{self.steps}/{lbe}"
 
-    def execute(self, output_dir: str, logging_steps: int = 25) -> dict:
+    def execute(self, output_dir: str, logging_steps: int = 25, save_to: str | None = None) -> dict:
+        """Trains and measures; `save_to`: also write the trained model there (`save_model`, alphas included)."""
         train, test = load_split(self.dataset)
         model = build_fnn(train.pixel_values.shape[1], self.depth, self.init, self.seed)
         config = None if self.lbe is None else BatchEntropyConfig(**self.lbe)
@@ -203,6 +187,8 @@ class FNNRun:
         trainer = make_trainer(model, args, train, config, callbacks=(probe, timer))
         start = time.perf_counter()
         trainer.train()
+        if save_to is not None:
+            trainer.save_model(save_to)
         losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
         self.results = {
             "test_accuracy": accuracy(model, test),

@@ -15,6 +15,12 @@ Two stages (validated in `scripts/benchmarks/diagnose_validation.py`, results in
    Adam steps collapse it (s_l 0.0007, last-layer entropy 1e-9). Otherwise (a pretrained model on a hard task
    learns slowly) the probe is reported as inconclusive and does not change the exit status.
 
+Also printed, not part of the verdict: each layer's effective rank (`lbe_hf.entropy.effective_rank`), with a note
+when layers carry about one direction (< 1.5). That is what LBE-rescued deep vanilla nets end up with (every
+neuron a scaled copy of one feature: eq. 3 is satisfied, yet one number per sample goes up); such nets still
+learn at depth 30, so it is a hint, not a collapse. It is scale-free, so at initialisation a collapsed net's
+tiny deviations read high ranks: the relative spread decides there.
+
 Exit status: 0 healthy, 1 collapsed (some layer erased, or the probe failed), 2 bad input.
 """
 
@@ -32,11 +38,15 @@ from torch import nn
 
 from .collect import ActivationCollector, resolve_target_modules
 from .diagnose_io import load_inputs, load_model
-from .entropy import CONSTANTS, layer_entropies
+from .entropy import CONSTANTS, effective_rank, layer_entropies
 
 SPREAD_THRESHOLD = 1e-5
 # A probe that doesn't learn counts as failed only if it also shrinks the smallest spread by this factor.
 SPREAD_DROP = 10.0
+# Layers reading below this effective rank pass about one direction (noted, not a collapse: such nets can learn).
+LOW_RANK = 1.5
+# ... judged only on batches this large (a batch of n samples has rank <= n - 1).
+LOW_RANK_MIN_BATCH = 16
 
 
 @dataclass
@@ -50,6 +60,7 @@ class Diagnosis:
     probe: dict | None = None
     reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    effective_rank: list[float] = field(default_factory=list)
 
     @property
     def collapsed(self) -> bool:
@@ -69,8 +80,11 @@ def relative_spread(x: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def measure_layers(model: nn.Module, inputs: dict, names: list[str], constant: float) -> tuple[list, list]:
-    """Batch entropy (eq. 3) and relative spread of each module in `names` on one batch. Returns two (L,) lists."""
+def measure_layers(model: nn.Module, inputs: dict, names: list[str], constant: float) -> tuple[list, list, list]:
+    """Batch entropy (eq. 3), relative spread and effective rank of each module in `names` on one batch.
+
+    Returns three (L,) lists.
+    """
     collector = ActivationCollector(model, names)
     was_training = model.training
     model.eval()
@@ -81,7 +95,11 @@ def measure_layers(model: nn.Module, inputs: dict, names: list[str], constant: f
     finally:
         collector.remove()
         model.train(was_training)
-    return layer_entropies(acts, constant).tolist(), [relative_spread(a) for a in acts]
+    return (
+        layer_entropies(acts, constant).tolist(),
+        [relative_spread(a) for a in acts],
+        [effective_rank(a) for a in acts],
+    )
 
 
 def label_entropy(labels: torch.Tensor) -> float:
@@ -161,9 +179,17 @@ def diagnose(
     """
     names = names or resolve_target_modules(model)
     forward_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-    entropy, spread = measure_layers(model, forward_inputs, names, constant)
+    entropy, spread, rank = measure_layers(model, forward_inputs, names, constant)
     collapsed = [n for n, s in zip(names, spread) if not s >= spread_threshold]
-    result = Diagnosis(names, entropy, spread, collapsed)
+    result = Diagnosis(names, entropy, spread, collapsed, effective_rank=rank)
+    batch = next((v.shape[0] for v in forward_inputs.values() if isinstance(v, torch.Tensor)), 0)
+    low = [n for n, r in zip(names, rank) if r < LOW_RANK and n not in collapsed]
+    if low and batch >= LOW_RANK_MIN_BATCH:
+        result.notes.append(
+            f"note: {len(low)} of {len(names)} layers carry about one direction (effective rank < {LOW_RANK:g}), "
+            f"first: {low[0]}. Batch entropy cannot see this (it scores each neuron alone). Deep vanilla nets "
+            "rescued by LBE end up so (docs/benchmarks.md); the exit status does not count it."
+        )
     if collapsed:
         result.reasons.append(
             f"{len(collapsed)} of {len(names)} layers pass no information (relative spread < {spread_threshold:g}: "
@@ -172,7 +198,9 @@ def diagnose(
     if probe_steps > 0 and train is not None and "labels" in inputs:
         result.probe = probe_training(model, train, inputs, probe_steps, probe_lr, probe_batch_size, seed)
         p = result.probe
-        p["entropy_after"], p["spread_after"] = measure_layers(model, forward_inputs, names, constant)
+        p["entropy_after"], p["spread_after"], p["effective_rank_after"] = measure_layers(
+            model, forward_inputs, names, constant
+        )
         before, after = min(spread), min(p["spread_after"])
         p["loses_information"] = not (after >= spread_threshold and after * SPREAD_DROP >= before)
         not_learned = (
@@ -203,6 +231,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Lines file with text ('sentence' or 'sentence1'/'sentence2') and 'label', or 'synthetic' (random inputs of "
         "the model's shape, no probe). Default: mnist/digits for 784/64-input FNNs, else synthetic.",
     )
+    parser.add_argument(
+        "--standardize",
+        action="store_true",
+        help="MNIST/digits pixels standardised to mean 0, std 1 (as the trainability benchmark's 'mnist'), not [0, 1]",
+    )
     parser.add_argument("--batch_size", type=int, default=512, help="samples in the measured (held-out) batch")
     parser.add_argument("--seq_len", type=int, default=128, help="sequence length of text inputs")
     parser.add_argument("--probe_steps", type=int, default=30, help="Adam steps of the probe; 0 turns it off")
@@ -219,10 +252,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _print_report(result: Diagnosis, out=None) -> None:
     out = out or sys.stdout
     width = max(len(n) for n in result.names)
-    print(f"{'layer':<{width}}  {'entropy':>10}  {'rel.spread':>10}  status", file=out)
+    print(f"{'layer':<{width}}  {'entropy':>10}  {'rel.spread':>10}  {'eff.rank':>8}  status", file=out)
     collapsed = set(result.collapsed_layers)
-    for name, h, s in zip(result.names, result.entropy, result.spread):
-        print(f"{name:<{width}}  {h:>10.3g}  {s:>10.3g}  {'COLLAPSED' if name in collapsed else 'ok'}", file=out)
+    for name, h, s, r in zip(result.names, result.entropy, result.spread, result.effective_rank):
+        status = "COLLAPSED" if name in collapsed else "ok"
+        print(f"{name:<{width}}  {h:>10.3g}  {s:>10.3g}  {r:>8.3g}  {status}", file=out)
     if result.probe is not None:
         p = result.probe
         print(
@@ -249,7 +283,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--probe_steps must be >= 0, got {args.probe_steps}.")
         torch.manual_seed(args.seed)
         model = load_model(args.model, args.data)
-        inputs, train = load_inputs(model, args.model, args.data, args.batch_size, args.seq_len, args.seed)
+        inputs, train = load_inputs(
+            model, args.model, args.data, args.batch_size, args.seq_len, args.seed, args.standardize
+        )
         names = resolve_target_modules(model, args.target_modules)
     except (ValueError, OSError, KeyError) as e:
         print(f"lbe-hf diagnose: error: {e}", file=sys.stderr)

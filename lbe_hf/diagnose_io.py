@@ -68,7 +68,7 @@ def load_model(spec: str, data: str | None = None) -> nn.Module:
     return AutoModel.from_pretrained(spec)
 
 
-def _image_data(model: nn.Module, data: str | None) -> tuple[dict | None, dict | None]:
+def _image_data(model: nn.Module, data: str | None, standardize: bool = False) -> tuple[dict | None, dict | None]:
     input_dim = getattr(model.config, "input_dim", None)
     if data is None:
         data = {784: "mnist", 64: "digits"}.get(input_dim, "synthetic")
@@ -77,12 +77,12 @@ def _image_data(model: nn.Module, data: str | None) -> tuple[dict | None, dict |
     if data == "synthetic":
         return None, None
     if data == "digits":
-        train, test = digits_split()
+        train, test = digits_split(normalize=standardize)
     else:
         folder = default_mnist_folder() if data == "mnist" else data
         if not os.path.isdir(folder):
             raise ValueError(f"--data {data!r}: not 'mnist', 'digits', 'synthetic', a JSON Lines file or a folder.")
-        train, test = mnist_split(folder)
+        train, test = mnist_split(folder, normalize=standardize)
     as_dict = lambda ds: {"pixel_values": ds.pixel_values, "labels": ds.labels}  # noqa: E731
     return as_dict(train), as_dict(test)
 
@@ -124,10 +124,19 @@ def _text_data(spec: str, path: str, seq_len: int, seed: int) -> dict:
 
 
 def load_inputs(
-    model: nn.Module, spec: str, data: str | None, batch_size: int, seq_len: int = 128, seed: int = 0
+    model: nn.Module,
+    spec: str,
+    data: str | None,
+    batch_size: int,
+    seq_len: int = 128,
+    seed: int = 0,
+    standardize: bool = False,
 ) -> tuple[dict, dict | None]:
     """(measured batch, training rows or None). The measured batch comes from held-out rows (the test split, or
-    the first `batch_size` shuffled rows of a text file) and carries "labels" when the data has them."""
+    the first `batch_size` shuffled rows of a text file) and carries "labels" when the data has them.
+
+    `standardize`: MNIST/digits pixels standardised (mean 0, std 1, as the trainability benchmark's `mnist` and
+    `digits`) instead of raw [0, 1]; feed a model the inputs it was trained on."""
     main = getattr(model, "main_input_name", "input_ids")
     if data is not None and data != "synthetic" and not _is_text_file(data) and main != "pixel_values":
         raise ValueError(f"--data {data!r} is image data but {type(model).__name__} takes {main}; pass a .jsonl file.")
@@ -138,7 +147,7 @@ def load_inputs(
         batch = {k: v[:batch_size] for k, v in rows.items()}
         train = {k: v[batch_size:] for k, v in rows.items()}
     elif main == "pixel_values":
-        train, test = _image_data(model, data)
+        train, test = _image_data(model, data, standardize)
         if test is None:
             batch, train = _synthetic(model, batch_size, seq_len), None
         else:

@@ -243,3 +243,24 @@ def layer_entropies(
     if len(set(sizes)) == 1:
         return terms.view(len(samples), sizes[0]).mean(1)
     return torch.stack([t.mean() for t in terms.split(sizes)])
+
+
+@torch.no_grad()
+def effective_rank(x: torch.Tensor) -> float:
+    """Effective rank (Roy & Vetterli, 2007) of a batch of activations (batch, ...), centred over the batch.
+
+    exp of the Shannon entropy of the normalised singular values of the (batch, neurons) matrix: k for k equally
+    strong independent directions, 1 when every neuron is a scaled copy of one feature of the input, whatever
+    each neuron's own variance. Eq. (3) scores each neuron alone, so a layer can meet its entropy target and still
+    pass a single number per sample upwards; this is the measure that sees it. At most batch - 1; 0 for a batch
+    without any spread. Scale-free: a collapsed layer's tiny deviations get a rank too, so read it together with
+    the entropy (or `lbe_hf.diagnose.relative_spread`).
+    """
+    flat = x.detach().float().reshape(x.shape[0], -1)
+    centred = flat - flat.mean(0)
+    scale = centred.abs().max()
+    if not torch.isfinite(scale) or scale <= 0:
+        return 0.0
+    s = torch.linalg.svdvals(centred / scale)  # rescaled first: tiny deviations would underflow inside the SVD
+    p = s[s > 0] / s.sum()
+    return float(torch.exp(-(p * p.log()).sum()))

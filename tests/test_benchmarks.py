@@ -2,6 +2,7 @@
 
 import gc
 import json
+import mmap
 import runpy
 import subprocess
 import sys
@@ -9,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoModelForImageClassification
 
-from lbe_hf.benchmark import FNNRun, effective_rank, reset_peak_rss, window_peak_rss_mib
+from lbe_hf.benchmark import FNNRun, reset_peak_rss, window_peak_rss_mib
 from lbe_hf.benchmark_report import trainability_table
-from lbe_hf.entropy import PI_E, layer_entropies
+from lbe_hf.entropy import PI_E, effective_rank, layer_entropies
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,6 +69,9 @@ def test_effective_rank_counts_independent_directions_not_variance():
     two = torch.cat([copies, torch.randn(512, 1, generator=g).expand(512, 64)], dim=1)
     assert 1.5 < effective_rank(two) < 2.5
     assert effective_rank(torch.ones(16, 8)) == 0.0  # no spread over the batch at all
+    # Scale-free, down to a collapsed layer's 1e-17 deviations (a plain float32 SVD loses them).
+    assert effective_rank(two * 1e-17) == pytest.approx(effective_rank(two), rel=1e-4)
+    assert effective_rank(two.reshape(512, 2, 64)) == pytest.approx(effective_rank(two), rel=1e-4)
 
 
 def test_trainability_script_appends_and_reports(tmp_path, capsys):
@@ -74,10 +79,19 @@ def test_trainability_script_appends_and_reports(tmp_path, capsys):
     script = ROOT / "scripts/benchmarks/trainability.py"
     args = ["--datasets", "digits", "--depths", "2", "--steps", "3", "--batch_size", "32", "--results", str(results)]
     args += ["--lbe_settings", "plain", "beta=0.1", "--threads", str(torch.get_num_threads())]
-    subprocess.run([sys.executable, str(script), *args], check=True, capture_output=True, text=True, cwd=ROOT)
+    saved = tmp_path / "models"
+    argv = [sys.executable, str(script), *args, "--save_models", str(saved)]
+    subprocess.run(argv, check=True, capture_output=True, text=True, cwd=ROOT)
     runs = json.loads(results.read_text())
     assert sorted(r["lbe"] is None for r in runs.values()) == [False, True]
     assert any(r["lbe"] == {"beta": 0.1} for r in runs.values())
+    # --save_models: each trained model in its own folder, the LBE one with its alphas, loadable as any model.
+    folders = {p.name: p for p in saved.iterdir()}
+    assert sorted(folders) == sorted(key.replace("/", "_") for key in runs)
+    lbe_key = next(k for k, r in runs.items() if r["lbe"])
+    assert (folders[lbe_key.replace("/", "_")] / "lbe_alphas.safetensors").is_file()
+    reloaded = AutoModelForImageClassification.from_pretrained(folders[lbe_key.replace("/", "_")])
+    assert reloaded.config.depth == 2
     main = runpy.run_path(str(script))["main"]
     main(args)
     assert capsys.readouterr().out.count("skip (done)") == 2  # reruns keep finished results
@@ -98,9 +112,13 @@ def test_window_peak_rss_sees_a_new_allocation():
     if not reset_peak_rss():
         return  # not Linux
     before = _current_rss_mib()
-    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    # A fresh anonymous mapping, every page written: new resident memory for sure (a tensor could reuse heap
+    # pages that earlier tests freed but the process still holds, and then RSS would not grow).
+    block = mmap.mmap(-1, 64 * 2**20)
+    for offset in range(0, len(block), mmap.PAGESIZE):
+        block[offset] = 1
     assert window_peak_rss_mib() >= before + 60
-    del block
+    block.close()
 
 
 def test_glue_benchmark_takes_auto_and_numbers_as_alpha_arms():

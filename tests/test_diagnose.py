@@ -75,6 +75,25 @@ def test_probe_learns_and_can_fail():
     assert broken.probe["loses_information"] and "destroys information" in broken.reasons[0]
 
 
+def test_layers_passing_one_direction_get_a_note_not_a_verdict():
+    torch.manual_seed(0)
+    model = FNNForImageClassification(FNNConfig(input_dim=8, depth=3, width=32, num_labels=4))
+    batch = {"pixel_values": torch.randn(64, 8), "labels": torch.randint(0, 4, (64,))}
+    healthy = diagnose(model, batch)
+    assert min(healthy.effective_rank) > 3 and healthy.notes == []
+    with torch.no_grad():  # layers 2 and 3: every neuron a scaled copy of one feature of the layer below
+        for layer in model.layers[1:]:
+            layer.linear.weight.copy_(torch.rand(32, 1) @ torch.randn(1, 32) * 0.01)  # small: ReLU stays linear
+            layer.linear.bias.fill_(1.0)
+    rank_one = diagnose(model, batch)
+    assert rank_one.effective_rank[1:] == pytest.approx([1.0, 1.0], abs=0.01)  # float32 rounding adds a little
+    assert not rank_one.collapsed and rank_one.collapsed_layers == []
+    assert "2 of 3 layers carry about one direction" in rank_one.notes[0] and "layers.1.act" in rank_one.notes[0]
+    # A batch too small to tell (rank <= batch - 1) gets no note.
+    small = diagnose(model, {"pixel_values": batch["pixel_values"][:8]})
+    assert small.notes == []
+
+
 @needs_mnist
 def test_cli_exit_status_plot_and_json(tmp_path, capsys):
     plot, report = tmp_path / "d.png", tmp_path / "d.json"
@@ -83,10 +102,24 @@ def test_cli_exit_status_plot_and_json(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "COLLAPSED" in out and "layers.49.act" in out
     saved = json.loads(report.read_text())
-    assert saved["collapsed"] and len(saved["entropy"]) == 50
+    assert saved["collapsed"] and len(saved["entropy"]) == 50 and len(saved["effective_rank"]) == 50
+    assert "eff.rank" in out
     assert plot.stat().st_size > 5000
     assert main(["diagnose", "fnn:depth=10,init=torch", "--probe_steps", "0", "--plot", ""]) == 0
     assert "healthy" in capsys.readouterr().out
+
+
+@needs_mnist
+def test_standardize_feeds_the_benchmark_inputs():
+    from lbe_hf.diagnose_io import load_inputs
+
+    model = FNNForImageClassification(FNNConfig(depth=2))
+    raw, _ = load_inputs(model, "fnn:depth=2", "mnist", 512)
+    std, train = load_inputs(model, "fnn:depth=2", "mnist", 512, standardize=True)
+    assert raw["pixel_values"].min() == 0.0 and raw["pixel_values"].max() <= 1.0
+    assert std["pixel_values"].min() < -0.4  # background pixels: (0 - 0.1307) / 0.3081
+    torch.testing.assert_close(std["pixel_values"], (raw["pixel_values"] - 0.1307) / 0.3081)
+    assert abs(float(train["pixel_values"].mean())) < 0.05
 
 
 @pytest.mark.parametrize(

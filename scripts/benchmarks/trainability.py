@@ -62,6 +62,13 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the machine is shared)")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    p.add_argument(
+        "--save_models",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also save each trained model in DIR/<run key, '/' -> '_'> (e.g. for `lbe-hf diagnose`)",
+    )
     p.add_argument("--report", action="store_true", help="only write docs/ tables and plots from --results")
     p.add_argument(
         "--auto_table",
@@ -100,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
                                 print(f"skip (done) {run.key}: {done[run.key]['test_accuracy']:.1f}%", flush=True)
                                 continue
                             with tempfile.TemporaryDirectory() as tmp:
-                                res = run.execute(tmp)
+                                save_to = args.save_models / run.key.replace("/", "_") if args.save_models else None
+                                res = run.execute(tmp, save_to=None if save_to is None else str(save_to))
                             done = load_results(args.results)  # re-read: another sweep may have appended
                             done[run.key] = {**run.__dict__, "results": None, **res}
                             args.results.parent.mkdir(parents=True, exist_ok=True)
