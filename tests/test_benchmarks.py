@@ -102,6 +102,17 @@ def test_trainability_script_appends_and_reports(tmp_path, capsys):
     assert trainability_table(runs).count("\n") == 3  # header, rule, two runs
 
 
+def test_reference_loop_runs_both_arms_and_appends(tmp_path):
+    main = runpy.run_path(str(ROOT / "scripts/benchmarks/reference_loop.py"))["main"]
+    results = tmp_path / "ref.jsonl"
+    common = ["--dataset", "digits", "--depth", "3", "--steps", "4", "--batch_size", "64", "--results", str(results)]
+    main([*common, "--seeds", "0", "1"])
+    main([*common, "--seeds", "0", "--plain"])
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [(r["seed"], r["plain"]) for r in rows] == [(0, False), (1, False), (0, True)]
+    assert all(0.0 <= r["test_accuracy"] <= 100.0 for r in rows) and "seeds" not in rows[0]
+
+
 def _current_rss_mib() -> float:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))

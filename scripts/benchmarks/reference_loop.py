@@ -1,0 +1,96 @@
+"""A plain-PyTorch LBE training loop (eq. 3-6 written out, no Trainer, no lbe_hf regularizer) on the benchmark FNN.
+
+The trainability benchmark's cross-check: same model and initial weights (`build_fnn`), same data (`load_split`),
+same loss `L + L * L_BE` with learnable alphas, `torch.optim.Adam` at a constant lr, its own batch order (a
+`torch.randperm` per epoch from a generator seeded with `--seed`). If `LBETrainer` and this loop disagree over
+many seeds, the difference is in lbe_hf; on single runs the batch order alone moves collapsed nets by tens of
+points (docs/benchmarks.md). Appends one JSON line per run to `--results`.
+
+    python scripts/benchmarks/reference_loop.py --depth 50 --init torch --seeds 0 1 2 3 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from lbe_hf.benchmark import DATASETS, accuracy, build_fnn, load_split
+
+
+def entropy(h: torch.Tensor) -> torch.Tensor:
+    """Eq. 3 with the authors' constant pi*e: mean over neurons of 0.5*log(pi*e*var + 1), unbiased variance."""
+    return (0.5 * torch.log(math.pi * math.e * h.float().var(0) + 1)).mean()
+
+
+def run(args: argparse.Namespace, seed: int) -> dict:
+    train, test = load_split(args.dataset)
+    model = build_fnn(train.pixel_values.shape[1], args.depth, args.init, seed)
+    alphas = torch.nn.Parameter(torch.full((args.depth,), args.alpha))
+    params = list(model.parameters()) + ([] if args.plain else [alphas])
+    optimizer = torch.optim.Adam(params, lr=args.lr)
+    order = torch.Generator().manual_seed(seed)
+    x_all, y_all = train.pixel_values, train.labels
+    step, start = 0, time.perf_counter()
+    while step < args.steps:
+        perm = torch.randperm(len(y_all), generator=order)
+        for i in range(0, len(y_all), args.batch_size):
+            idx = perm[i : i + args.batch_size]
+            x, acts = x_all[idx], []
+            for layer in model.layers:
+                x = layer(x)
+                acts.append(x)
+            task = F.cross_entropy(model.classifier(x), y_all[idx])
+            loss = task
+            if not args.plain:
+                h = torch.stack([entropy(a) for a in acts])
+                target = alphas.abs().clamp(min=args.alpha_min)
+                loss = task + task * (args.beta / args.depth * ((h - target) ** 2).sum())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if step % 100 == 0:
+                print(f"seed {seed} step {step}: task loss {task.item():.3f}", flush=True)
+            if step >= args.steps:
+                break
+    return {
+        **{k: v for k, v in vars(args).items() if k not in ("seeds", "results")},
+        "seed": seed,
+        "test_accuracy": accuracy(model, test),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="mnist", choices=DATASETS)
+    p.add_argument("--depth", type=int, default=50)
+    p.add_argument("--init", default="torch", choices=["torch", "he"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch_size", type=int, default=512)
+    p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--beta", type=float, default=0.5)
+    p.add_argument("--alpha_min", type=float, default=0.2)
+    p.add_argument("--plain", action="store_true", help="no LBE term (the task loss alone)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--results", type=Path, default=None, help="append one JSON line per run here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    for seed in args.seeds:
+        result = run(args, seed)
+        print(json.dumps(result), flush=True)
+        if args.results is not None:
+            with args.results.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
