@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
                             done = load_results(args.results)  # re-read: another sweep may have appended
                             done[run.key] = {**run.__dict__, "results": None, **res}
                             args.results.parent.mkdir(parents=True, exist_ok=True)
-                            args.results.write_text(json.dumps(done, indent=1))
+                            args.results.write_text(json.dumps(done))  # compact: per-layer histories are long
                             print(
                                 f"{run.key}: test {res['test_accuracy']:.1f}% train {res['train_accuracy']:.1f}% "
                                 f"({res['median_step_s'] * 1000:.0f} ms/step, {res['seconds']:.0f} s)",
