@@ -153,7 +153,7 @@ def write_trainability_report(results: dict, folder: Path) -> None:
         pair = [min(settings[name], key=lambda r: r["seed"]) for name in ("plain", "LBE defaults")]
         plot_entropy_over_training(pair, folder / f"entropy_{init}_d{depth}_lr{lr:g}.png")
         ranked = [r for r in settings["LBE defaults"] if "probe_effective_rank" in r]
-        if ranked:  # the best and the worst rescue side by side: what eq. 3 cannot tell apart
+        if ranked:  # the worst and the best rescue side by side
             runs = sorted(ranked, key=lambda r: r["test_accuracy"])
             runs = [runs[0], runs[-1]] if len(runs) > 1 else runs
             plot_entropy_over_training(runs, folder / f"rank_{init}_d{depth}_lr{lr:g}.png", "probe_effective_rank")

@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> None:
                                 print(f"skip (done) {run.key}: {done[run.key]['test_accuracy']:.1f}%", flush=True)
                                 continue
                             with tempfile.TemporaryDirectory() as tmp:
-                                save_to = args.save_models / run.key.replace("/", "_") if args.save_models else None
-                                res = run.execute(tmp, save_to=None if save_to is None else str(save_to))
+                                folder = args.save_models and str(args.save_models / run.key.replace("/", "_"))
+                                res = run.execute(tmp, save_to=folder)
                             done = load_results(args.results)  # re-read: another sweep may have appended
                             done[run.key] = {**run.__dict__, "results": None, **res}
                             args.results.parent.mkdir(parents=True, exist_ok=True)
