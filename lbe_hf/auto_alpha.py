@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .collect import unwrap_model
-from .entropy import batch_entropy, layer_entropies
+from .entropy import batch_entropy
 
 FLOOR_MARGIN = 1e-3
 
@@ -75,20 +75,23 @@ class AutoAlphaInit:
     def initialize(
         self,
         alpha: nn.Parameter,
-        activations: list[torch.Tensor],
+        entropies: torch.Tensor,
+        measured: torch.Tensor,
         args,
         kwargs,
         alpha_min: float,
         mask: torch.Tensor | None = None,
     ) -> bool:
-        """Sets `alpha` (L,) in place from this batch. False (nothing set) for a batch of fewer than 2 samples."""
-        samples = activations[0].shape[0] if mask is None else int(mask.sum())
-        if samples < 2:
+        """Sets `alpha` (L,) in place from this batch's layer `entropies` (L,), measured where `measured` (L,).
+
+        A module that did not run (or ran on fewer than 2 samples) keeps its placeholder. Returns False (nothing
+        set) when no module was measured.
+        """
+        if not bool(measured.any()):
             return False
         self.input_entropy = self._input_entropy(args, kwargs, mask)
-        targets = auto_alphas(
-            layer_entropies([a.detach() for a in activations], self.constant, mask), self.input_entropy, alpha_min
-        ).to(alpha)
+        targets = auto_alphas(entropies, self.input_entropy, alpha_min).to(alpha)
+        targets = torch.where(measured.to(targets.device), targets, alpha.detach())
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(targets)
             targets /= torch.distributed.get_world_size()

@@ -92,12 +92,18 @@ def resolve_target_modules(
 class ActivationCollector:
     """Forward hooks, registered once, that keep a reference to each target module's output.
 
-    Hooks only store while `capture()` is active (the training forward), overwriting by name, and never
-    compute: under gradient checkpointing the recomputation in backward runs outside `capture()`, and under
-    `torch.compile` the hooks exist before compilation. Call `remove()` when done.
+    Hooks only store while `capture()` is active (the training forward) and never compute: under gradient
+    checkpointing the recomputation in backward runs after the root forward returned and stores nothing, and under
+    `torch.compile` the hooks exist before compilation. Every application of a module counts: a module run k times
+    in one forward (ALBERT's shared layer, a recurrent or weight-tied block) leaves k entries in `applications`,
+    in call order. `activations` keeps the last output per module name. A module whose output is a tuple (many
+    transformers layers return `(hidden_states, ...)`) contributes its first element. Call `remove()` when done.
+
+    `grad_forwards_only=True` (the regularizer's setting) ignores root forwards run without autograd (a trainer's
+    metric or reference forward under `torch.no_grad()`), so only forwards that train are captured.
     """
 
-    def __init__(self, model: nn.Module, names: list[str]):
+    def __init__(self, model: nn.Module, names: list[str], grad_forwards_only: bool = False):
         if hasattr(model, "_orig_mod"):
             # Dynamo does not guard on hooks added after compilation: they would be silently dropped.
             raise ValueError(
@@ -107,7 +113,9 @@ class ActivationCollector:
             )
         modules = dict(model.named_modules())
         self.names = list(names)
+        self.grad_forwards_only = grad_forwards_only
         self.activations: dict[str, torch.Tensor] = {}
+        self.applications: list[tuple[str, torch.Tensor]] = []
         self.active = False
         # Armed from the root's forward start until `take()`: modules re-run later (gradient checkpointing's
         # recomputation in backward) store nothing, even inside `capture()`.
@@ -117,9 +125,17 @@ class ActivationCollector:
         self._handles.append(model.register_forward_pre_hook(self._arm))
 
     def _arm(self, module: nn.Module, args) -> None:
-        if self.active:
-            self._armed = True
-            self.activations.clear()
+        if not self.active:
+            return
+        self.activations.clear()
+        self.applications.clear()
+        # A root forward without autograd (a metric forward inside compute_loss) trains nothing: skip it.
+        self._armed = torch.is_grad_enabled() or not self.grad_forwards_only
+        self._grad_enabled = torch.is_grad_enabled()
+
+    def root_forward_trains(self) -> bool:
+        """Whether the root forward now ending was captured (`grad_forwards_only` skips no-grad forwards)."""
+        return self.active and self._armed
 
     def _hook(self, name: str):
         def hook(module: nn.Module, args, output):
@@ -134,18 +150,22 @@ class ActivationCollector:
                     "its weights. Use gradient_checkpointing_kwargs={'use_reentrant': False} (LBETrainer switches "
                     "to it) or regularize modules that run with gradients."
                 )
+            if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+                output = output[0]
             if not isinstance(output, torch.Tensor):
                 raise TypeError(
                     f"LBE target module {name!r} ({type(module).__name__}) returned {type(output).__name__}, not a "
                     "tensor. Target one of its submodules whose output is a tensor (see target_modules)."
                 )
             self.activations[name] = output
+            self.applications.append((name, output))
 
         return hook
 
     @contextmanager
     def capture(self) -> Iterator[None]:
         self.activations.clear()
+        self.applications.clear()
         self.active = True
         self._armed = True
         self._grad_enabled = torch.is_grad_enabled()
@@ -156,17 +176,31 @@ class ActivationCollector:
             self._armed = False
 
     def take(self) -> list[torch.Tensor]:
-        """The captured outputs in `names` order, released from the collector."""
+        """The last captured output of each module in `names` order, released from the collector.
+
+        Raises:
+            RuntimeError: a module did not run.
+        """
         missing = [n for n in self.names if n not in self.activations]
         if missing:
             raise RuntimeError(
                 f"LBE target modules {missing[:5]} did not run in this forward pass; regularize modules that every "
-                "training forward uses (see target_modules / exclude_modules)."
+                "forward uses (see target_modules / exclude_modules)."
             )
         taken = [self.activations[n] for n in self.names]
-        self.activations.clear()
-        self._armed = False
+        self.release()
         return taken
+
+    def take_applications(self) -> list[tuple[str, torch.Tensor]]:
+        """Every captured (module name, output), in call order, released from the collector."""
+        taken = list(self.applications)
+        self.release()
+        return taken
+
+    def release(self) -> None:
+        self.activations.clear()
+        self.applications.clear()
+        self._armed = False
 
     @property
     def hooked(self) -> bool:
@@ -176,4 +210,4 @@ class ActivationCollector:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        self.activations.clear()
+        self.release()

@@ -64,7 +64,8 @@ def _samples(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if x.dim() < 3 or tuple(mask.shape) != tuple(x.shape[:2]):
             raise ValueError(
                 f"token mode needs activations of shape (batch, seq, ...) and a (batch, seq) mask; got activations "
-                f"{tuple(x.shape)} and mask {tuple(mask.shape)}. Use entropy_mode='flatten' for this module."
+                f"{tuple(x.shape)} and mask {tuple(mask.shape)}. Use entropy_mode='flatten', or leave this module out "
+                "(exclude_modules)."
             )
         samples = x[mask.to(torch.bool)].reshape(-1, math.prod(x.shape[2:]))
     if samples.shape[0] < 2:
@@ -214,21 +215,24 @@ class _LayerVariances(torch.autograd.Function):
 def layer_entropies(
     activations: list[torch.Tensor],
     constant: float = PI_E,
-    mask: torch.Tensor | None = None,
+    mask: torch.Tensor | list[torch.Tensor | None] | None = None,
     hooks: DeferredGradients | None = None,
 ) -> torch.Tensor:
     """Batch entropy (eq. 3) of each activation in `activations`, all layers in one autograd node.
 
+    `mask`: None (flatten mode), one (batch, seq) mask for every activation (token mode), or a list with one mask
+    (or None) per activation, for models whose layers belong to sequences of different lengths (an encoder-decoder).
     `hooks`: optional `DeferredGradients` (kept across steps by the caller) that applies the activations'
     gradients as backward reaches each layer instead of all at once (less peak memory in deep nets).
 
     Returns:
         (L,) float32 tensor, differentiable with respect to every activation.
     """
-    samples = [_samples(a, mask) for a in activations]
+    masks = list(mask) if isinstance(mask, (list, tuple)) else [mask] * len(activations)
+    samples = [_samples(a, m) for a, m in zip(activations, masks)]
     largest = max(s.numel() for s in samples)
     workspace = torch.empty(largest, dtype=torch.float32, device=samples[0].device)
-    if hooks is not None and mask is None and not torch.compiler.is_compiling():
+    if hooks is not None and all(m is None for m in masks) and not torch.compiler.is_compiling():
         # float32 activations go in unflattened (flattening happens inside the node, so their gradient needs no
         # view node of its own); the others (cast to float32) keep the returned-gradient path. Under
         # torch.compile the hook path gave gradients different from eager mode (tests/test_robustness.py,

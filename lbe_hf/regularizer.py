@@ -1,6 +1,6 @@
-"""`LBERegularizer`: attaches learnable alphas and hooks to a model and folds the LBE term into its loss.
+"""`LBERegularizer`: attaches learnable alphas and hooks to a model and computes the LBE term of its training forwards.
 
-It is the one building block behind `LBETrainer` and the Accelerate scripts:
+It is the one building block behind `LBETrainer`, `LBEMixin` and the Accelerate scripts:
 
     reg = LBERegularizer(model, BatchEntropyConfig())   # before creating the optimizer
     with reg.capture():
@@ -9,6 +9,11 @@ It is the one building block behind `LBETrainer` and the Accelerate scripts:
 The LBE term is computed in a forward hook on the model itself, so that for DDP it happens inside `forward`: the
 alphas are reached from the output and `find_unused_parameters` works, and a step that skips the term still
 touches the alphas (with a zero gradient), so `find_unused_parameters=False` never waits for them either.
+
+With `fold_into_loss=False` (what `LBEMixin` uses) the model's own `outputs.loss` is left alone and the term waits
+in `pending` until `fold(loss)` applies it to whatever loss the trainer really optimizes (TRL's SFT loss is computed
+from its own fused LM head, not from `outputs.loss`); a model loss in the output then gets `0 * L_BE` added, so that
+DDP's `find_unused_parameters` sees the alphas used by the forward.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .auto_alpha import AutoAlphaInit
-from .collect import ActivationCollector, resolve_target_modules
+from .collect import ActivationCollector, resolve_target_modules, unwrap_model
 from .config import AUTO, BatchEntropyConfig
 from .entropy import DeferredGradients, layer_entropies
 from .loss import lbe_loss, regularized_loss
@@ -33,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 ALPHAS_NAME = "lbe_alphas.safetensors"
 ALPHAS_ATTRIBUTE = "lbe_alphas"
-METRIC_KEYS = ("task_loss", "lbe_loss", "entropy_mean", "entropy_min", "lbe_skipped")
+# Running sums behind the logged metrics (see `pop_metrics`).
+_SUM_KEYS = ("task_loss", "task_weight", "lbe_loss", "entropy_mean", "entropy_min", "counted", "skipped", "dropped")
 
 
 class LBEAlphas(nn.Module):
@@ -58,6 +64,20 @@ class LBEAlphas(nn.Module):
             )
 
 
+def _decoder_modules(model: nn.Module, names: list[str]) -> set[str]:
+    """The names in `names` that sit in the decoder of an encoder-decoder model (their tokens are the decoder's)."""
+    base = unwrap_model(model)
+    if not getattr(getattr(base, "config", None), "is_encoder_decoder", False):
+        return set()
+    try:
+        decoder = base.get_decoder()
+    except (AttributeError, NotImplementedError):
+        return set()
+    inside = {id(m) for m in decoder.modules()} if isinstance(decoder, nn.Module) else set()
+    modules = dict(model.named_modules())
+    return {n for n in names if id(modules[n]) in inside}
+
+
 def _loss_of(output):
     if isinstance(output, dict):
         return output.get("loss")
@@ -73,14 +93,49 @@ def _with_loss(output, loss: torch.Tensor):
     return type(output)((loss, *output[1:]))
 
 
-class LBERegularizer:
-    """Layerwise batch-entropy regularization of `model`'s loss, driven by `config`."""
+def _is_dtensor(tensor: torch.Tensor) -> bool:
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
 
-    def __init__(self, model: nn.Module, config: BatchEntropyConfig | None = None):
+    return isinstance(tensor, DTensor)
+
+
+def _plain(param: torch.Tensor) -> torch.Tensor:
+    """The whole value of `param`, detached, as a plain tensor.
+
+    FSDP2 (`fully_shard`) turns parameters into DTensors sharded over its mesh; `full_tensor()` all-gathers them.
+    That is a collective: every process of the mesh must make the same call, or the others wait forever.
+    """
+    param = param.detach()
+    return param.full_tensor() if _is_dtensor(param) else param
+
+
+class LBERegularizer:
+    """Layerwise batch-entropy regularization of `model`'s training forwards, driven by `config`.
+
+    Args:
+        model: the model to regularize (before DDP/FSDP/DeepSpeed wrapping; PEFT-wrapped is fine).
+        config: `BatchEntropyConfig()` by default.
+        fold_into_loss: True (raw loops): a forward whose output has a `loss` returns `L + L * L_BE` as its loss.
+            False (`LBEMixin`): outputs are left alone and `fold(loss)` applies the pending terms.
+
+    Every application of a regularized module in a training forward is one term of `L_BE` (ALBERT's shared layer
+    run 12 times is 12 layers of information flow); all applications of a module share that module's alpha, so
+    `alphas` has one entry per module (`module_names`) and the logged per-layer entropies one per application
+    (`layer_names`: the module name, with `#k` for its k-th application when it runs several times). An
+    application with fewer than 2 samples (a mixture-of-experts expert routed 0 or 1 tokens), or a module that did
+    not run, drops out of that forward's term on its own and is counted in `lbe_layers_dropped`.
+    """
+
+    def __init__(self, model: nn.Module, config: BatchEntropyConfig | None = None, fold_into_loss: bool = True):
         self.config = config if config is not None else BatchEntropyConfig()
         self.model = model
+        self.fold_into_loss = fold_into_loss
         self.module_names = resolve_target_modules(model, self.config.target_modules, self.config.exclude_modules)
-        self.collector = ActivationCollector(model, self.module_names)
+        self._module_index = {name: i for i, name in enumerate(self.module_names)}
+        self._decoder_names = _decoder_modules(model, self.module_names)
+        self.collector = ActivationCollector(model, self.module_names, grad_forwards_only=True)
         existing = getattr(model, ALPHAS_ATTRIBUTE, None)
         if isinstance(existing, LBEAlphas) and existing.alpha.numel() == len(self.module_names):
             self.alphas_module = existing
@@ -93,29 +148,34 @@ class LBERegularizer:
         # Reused alphas (a second regularizer on the same model) are already initialised: nothing to measure.
         fresh = self.config.alpha == AUTO and self.alphas_module is not existing
         self.auto_alpha = AutoAlphaInit(model, self.config.constant) if fresh else None
-        self._root_handle = model.register_forward_hook(self._fold_into_loss, with_kwargs=True)
-        self.pending_lbe: torch.Tensor | None = None
+        self._root_handle = model.register_forward_hook(self._on_forward, with_kwargs=True)
+        self.pending: list[torch.Tensor] = []
+        self.layer_names: list[str] = []
+        self._layer_slot: dict[str, int] = {}
         self._grad_hooks = DeferredGradients()
         self._warned: set[str] = set()
-        self._sums: torch.Tensor | None = None
+        self._sums: dict[str, torch.Tensor] | None = None
         self._layer_sums: torch.Tensor | None = None
-        self._steps = 0
+        self._layer_counts: torch.Tensor | None = None
         self.last_entropies: torch.Tensor | None = None
 
     # ---- state -------------------------------------------------------------------------------------------
 
     @property
     def alphas(self) -> torch.Tensor:
-        """The learnable entropy targets, (L,), in `module_names` order (a detached copy)."""
-        return self.alphas_module.alpha.detach().clone()
+        """The learnable entropy targets, (L,), in `module_names` order: a detached plain-tensor copy.
+
+        Under FSDP2 the alphas are sharded and this gathers them: call it on every process, not on rank 0 only.
+        """
+        return _plain(self.alphas_module.alpha).clone()
 
     @property
     def num_layers(self) -> int:
         return len(self.module_names)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """For `accelerator.register_for_checkpointing` and our own files."""
-        return {"alpha": self.alphas_module.alpha.detach().cpu().clone()}
+        """For `accelerator.register_for_checkpointing` and our own files: plain CPU tensors (gathers under FSDP2)."""
+        return {"alpha": _plain(self.alphas_module.alpha).cpu().clone()}
 
     def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
         alpha = state_dict["alpha"]
@@ -125,18 +185,29 @@ class LBERegularizer:
                 f"modules ({self.module_names[:3]}...). Resume with the same model and target_modules as the run "
                 "that wrote the checkpoint."
             )
+        param = self.alphas_module.alpha
+        alpha = alpha.to(device=param.device, dtype=param.dtype)
+        if _is_dtensor(param):
+            from torch.distributed.tensor import distribute_tensor
+
+            # Every process holds the whole saved tensor: each keeps its own shard, without communication.
+            alpha = distribute_tensor(alpha, param.device_mesh, param.placements, src_data_rank=None)
         with torch.no_grad():
-            self.alphas_module.alpha.copy_(alpha.to(self.alphas_module.alpha))
+            param.copy_(alpha)
         if self.auto_alpha is not None:  # loaded alphas replace the measurement
             self.auto_alpha.remove()
             self.auto_alpha = None
 
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Writes `lbe_alphas.safetensors` (alphas + module names) and `lbe_config.json` into `directory`."""
+    def save_pretrained(self, directory: str | os.PathLike, is_main_process: bool = True) -> None:
+        """Writes `lbe_alphas.safetensors` (alphas + module names) and `lbe_config.json` into `directory`.
+
+        Under FSDP2 call it on every process (the alphas are gathered first) with `is_main_process` True on one.
+        """
+        state = self.state_dict()
+        if not is_main_process:
+            return
         os.makedirs(directory, exist_ok=True)
-        save_file(
-            self.state_dict(), os.path.join(directory, ALPHAS_NAME), metadata={"modules": ",".join(self.module_names)}
-        )
+        save_file(state, os.path.join(directory, ALPHAS_NAME), metadata={"modules": ",".join(self.module_names)})
         self.config.save_pretrained(directory)
 
     def load_pretrained(self, directory: str | os.PathLike) -> bool:
@@ -151,8 +222,11 @@ class LBERegularizer:
 
     @contextmanager
     def capture(self) -> Iterator[None]:
-        """Regularize the forward passes run inside this block (the training forward; never evaluation)."""
-        self.pending_lbe = None
+        """Regularize the forward passes with autograd run inside this block (never evaluation).
+
+        Root forwards run under `torch.no_grad()` (a trainer's metric or reference forward) are not regularized.
+        """
+        self.pending = []
         with self.collector.capture():
             yield
 
@@ -161,83 +235,178 @@ class LBERegularizer:
             self._warned.add(key)
             warnings.warn(message, stacklevel=3)
 
-    def compute(self, activations: list[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The LBE term for captured `activations` (a scalar touching every alpha), recording its statistics."""
+    def compute(
+        self, activations: list[torch.Tensor], mask: torch.Tensor | list[torch.Tensor | None] | None = None
+    ) -> torch.Tensor:
+        """The LBE term of one forward, from one activation per module in `module_names` order.
+
+        `mask`: None (flatten mode), one (batch, seq) token mask for all, or one mask (or None) per activation.
+        """
+        masks = list(mask) if isinstance(mask, (list, tuple)) else [mask] * len(activations)
+        return self._term(list(zip(self.module_names, activations)), masks)
+
+    def _term(self, applications, masks=None, args=(), kwargs=None) -> torch.Tensor:
+        """The LBE term (a scalar touching every alpha) of captured (module name, output) pairs, recorded."""
         alpha = self.alphas_module.alpha
-        samples = activations[0].shape[0] if mask is None else int(mask.sum())
-        if samples < 2:
+        if masks is None:
+            masks = [None] * len(applications)
+        kept, kept_masks, index, labels = [], [], [], []
+        seen: dict[str, int] = {}
+        totals = {name: 0 for name, _ in applications}
+        for name, _ in applications:
+            totals[name] += 1
+        dropped = sum(1 for name in self.module_names if name not in totals)
+        for name in self.module_names:
+            if name not in totals:
+                self._warn_once(
+                    f"missing:{name}",
+                    f"LBE target {name!r} did not run in a training forward: it drops out of that forward's term "
+                    "(counted in lbe_layers_dropped). Shown once per module.",
+                )
+        fewest = None
+        for (name, x), m in zip(applications, masks):
+            k = seen.get(name, 0)
+            seen[name] = k + 1
+            samples = x.shape[0] if m is None else int(m.sum())
+            if samples < 2:
+                dropped += 1
+                fewest = samples if fewest is None else min(fewest, samples)
+                continue
+            kept.append(x)
+            kept_masks.append(m)
+            index.append(self._module_index[name])
+            labels.append(name if totals[name] == 1 else f"{name}#{k}")
+        if not kept:
             self._warn_once(
                 "batch1",
-                f"LBE term skipped for a batch of {samples} sample: batch entropy needs at least 2 (a variance over "
-                "the batch). This warning is shown once.",
+                f"LBE term skipped for a batch of {fewest or 0} sample: batch entropy needs at least 2 (a variance "
+                "over the batch). This warning is shown once.",
             )
-            self._record(None, None, skipped=True)
+            self._record(None, None, None, dropped=0, skipped=True)
             return alpha.sum() * 0.0
-        entropies = layer_entropies(activations, self.config.constant, mask, self._grad_hooks)
-        lbe = lbe_loss(entropies, alpha, self.config.alpha_min, self.config.beta)
+        entropies = layer_entropies(kept, self.config.constant, kept_masks, self._grad_hooks)
+        index_t = torch.tensor(index, device=alpha.device)
+        if self.auto_alpha is not None:
+            per_module = torch.zeros_like(alpha).index_add_(0, index_t, entropies.detach().to(alpha))
+            counts = torch.zeros_like(alpha).index_add_(0, index_t, torch.ones_like(entropies).to(alpha))
+            input_mask = (kwargs or {}).get("attention_mask") if self.config.entropy_mode == "token" else None
+            if self.auto_alpha.initialize(
+                alpha,
+                per_module / counts.clamp(min=1),
+                counts > 0,
+                args,
+                kwargs or {},
+                self.config.alpha_min,
+                input_mask,
+            ):
+                self.auto_alpha = None
+        # Touching every alpha (zero for a module that dropped out) keeps DDP's reduction complete.
+        lbe = lbe_loss(entropies, alpha.index_select(0, index_t), self.config.alpha_min, self.config.beta)
+        lbe = lbe + alpha.sum() * 0.0
         if not torch.isfinite(lbe):
+            bad = [name for name, x in zip(labels, kept) if not torch.isfinite(x).all()][:5]
             if self.config.on_nonfinite == "raise":
                 raise FloatingPointError(
-                    f"LBE term is {lbe.item()} (non-finite activations in {self._nonfinite_layers(activations)}). "
+                    f"LBE term is {lbe.item()} (non-finite activations in {bad}). "
                     "Lower the learning rate, or set on_nonfinite='skip' to drop the term for such steps."
                 )
             self._warn_once("nonfinite", "non-finite LBE term: skipped for this step (counted in lbe_skipped).")
-            self._record(None, None, skipped=True)
+            self._record(None, None, None, dropped=0, skipped=True)
             return alpha.sum() * 0.0
-        self._record(entropies.detach(), lbe.detach(), skipped=False)
+        self._record(entropies.detach(), labels, lbe.detach(), dropped=dropped, skipped=False)
         return lbe
 
-    def _nonfinite_layers(self, activations: list[torch.Tensor]) -> list[str]:
-        return [n for n, a in zip(self.module_names, activations) if not torch.isfinite(a).all()][:5]
+    def _token_masks(self, applications, kwargs) -> list[torch.Tensor | None]:
+        """Token mode: each module's samples are the real tokens of the sequence it belongs to.
 
-    def _fold_into_loss(self, module: nn.Module, args, kwargs, output):
-        if not self.collector.active:
-            return None
-        activations = self.collector.take()
-        mask = kwargs.get("attention_mask") if self.config.entropy_mode == "token" else None
-        if self.config.entropy_mode == "token" and mask is None:
-            raise ValueError("entropy_mode='token' needs the model to be called with an attention_mask.")
-        if self.auto_alpha is not None and self.auto_alpha.initialize(
-            self.alphas_module.alpha, activations, args, kwargs, self.config.alpha_min, mask
-        ):
-            self.auto_alpha = None
-        lbe = self.compute(activations, mask)
-        task_loss = _loss_of(output)
-        if task_loss is None:
-            # The loss is computed outside the model (label smoother, compute_loss_func): the caller folds it.
-            self.pending_lbe = lbe
-            return None
-        self._record_task_loss(task_loss)
-        return _with_loss(output, regularized_loss(task_loss, lbe))
+        The encoder (or a decoder-only model) uses `attention_mask`; a decoder of an encoder-decoder model uses
+        `decoder_attention_mask`, or all positions when it is absent; without a mask (vision, audio) every position
+        of a (batch, seq, channels) output is a sample, and other outputs count each batch entry as one sample.
+        """
+        masks = []
+        for name, x in applications:
+            mask = kwargs.get("decoder_attention_mask" if name in self._decoder_names else "attention_mask")
+            if mask is None and x.dim() == 3:
+                mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+            masks.append(mask)
+        return masks
 
-    def fold(self, task_loss: torch.Tensor) -> torch.Tensor:
-        """For losses computed outside the model: L + L * L_BE with the term of the last captured forward."""
-        if self.pending_lbe is None:
-            raise RuntimeError("no LBE term pending: run the forward pass inside capture() first.")
-        lbe, self.pending_lbe = self.pending_lbe, None
-        self._record_task_loss(task_loss)
+    def _on_forward(self, module: nn.Module, args, kwargs, output):
+        if not self.collector.root_forward_trains():
+            return None
+        applications = self.collector.take_applications()
+        token = self.config.entropy_mode == "token"
+        masks = self._token_masks(applications, kwargs) if token else None
+        lbe = self._term(applications, masks, args, kwargs)
+        task_loss = _loss_of(output) if self.fold_into_loss else None
+        if task_loss is not None:
+            self.record_task_loss(task_loss)
+            return _with_loss(output, regularized_loss(task_loss, lbe))
+        # The loss is computed elsewhere (a trainer's own loss, a label smoother): `fold` applies the term.
+        self.pending.append(lbe)
+        own_loss = _loss_of(output)
+        if own_loss is not None:
+            # Same value, but the alphas are now reached from the output, which is where DDP's
+            # find_unused_parameters looks for the parameters a forward used.
+            return _with_loss(output, own_loss + (lbe * 0.0).to(own_loss.dtype))
+        return None
+
+    def fold(self, task_loss: torch.Tensor, log_value: torch.Tensor | None = None, log_weight: float = 1.0):
+        """L + L * L_BE for a loss computed outside the model, with the terms of the forwards captured since.
+
+        Several training forwards before one loss (chosen and rejected run apart, say) contribute the mean of their
+        terms. `log_value` / `log_weight`: what `task_loss` adds to the logged `task_loss` average (default: the
+        loss itself, weight 1).
+
+        Raises:
+            RuntimeError: no training forward of the regularized model ran inside `capture()`.
+        """
+        if not self.pending:
+            raise RuntimeError(
+                "no LBE term pending: no forward of the regularized model with autograd ran inside capture(). "
+                "LBE regularizes the model it was attached to; a loss computed from another model (or only under "
+                "torch.no_grad) cannot carry the term."
+            )
+        terms, self.pending = self.pending, []
+        lbe = terms[0] if len(terms) == 1 else torch.stack(terms).mean()
+        self.record_task_loss(task_loss if log_value is None else log_value, log_weight)
         return regularized_loss(task_loss, lbe)
 
     # ---- metrics -----------------------------------------------------------------------------------------
 
-    def _record(self, entropies: torch.Tensor | None, lbe: torch.Tensor | None, skipped: bool) -> None:
+    def _record(self, entropies, labels, lbe, dropped: int, skipped: bool) -> None:
         # Detached running sums: no host sync on the training step; read on logging steps only.
+        device = self.alphas_module.alpha.device
         if self._sums is None:
-            self._sums = torch.zeros(len(METRIC_KEYS) + 1, device=self.alphas_module.alpha.device)
-            self._layer_sums = torch.zeros(self.num_layers, device=self._sums.device)
+            self._sums = {key: torch.zeros((), device=device) for key in _SUM_KEYS}
+            self._layer_sums = torch.zeros(len(self.layer_names), device=device)
+            self._layer_counts = torch.zeros(len(self.layer_names), device=device)
         if skipped:
-            self._sums[4] += 1
+            self._sums["skipped"] += 1
             return
+        for label in labels:
+            if label not in self._layer_slot:
+                self._layer_slot[label] = len(self.layer_names)
+                self.layer_names.append(label)
+        grow = len(self.layer_names) - self._layer_sums.numel()
+        if grow:
+            self._layer_sums = torch.cat([self._layer_sums, self._layer_sums.new_zeros(grow)])
+            self._layer_counts = torch.cat([self._layer_counts, self._layer_counts.new_zeros(grow)])
+        slots = torch.tensor([self._layer_slot[label] for label in labels], device=device)
         self.last_entropies = entropies
-        self._sums[1] += lbe
-        self._sums[2] += entropies.mean()
-        self._sums[3] += entropies.min()
-        self._sums[5] += 1
-        self._layer_sums += entropies
+        self._sums["lbe_loss"] += lbe
+        self._sums["entropy_mean"] += entropies.mean()
+        self._sums["entropy_min"] += entropies.min()
+        self._sums["counted"] += 1
+        self._sums["dropped"] += dropped
+        self._layer_sums.index_add_(0, slots, entropies.to(self._layer_sums))
+        self._layer_counts.index_add_(0, slots, torch.ones_like(self._layer_counts[slots]))
 
-    def _record_task_loss(self, task_loss: torch.Tensor) -> None:
+    def record_task_loss(self, value: torch.Tensor, weight: float = 1.0) -> None:
+        """Adds `value` (weighing `weight` in the average) to the logged `task_loss`."""
         if self._sums is not None:
-            self._sums[0] += task_loss.detach().float()
+            self._sums["task_loss"] += value.detach().float().reshape(()).to(self._sums["task_loss"].device)
+            self._sums["task_weight"] += weight
 
     def pop_metrics(
         self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -245,26 +414,35 @@ class LBERegularizer:
         """Averages since the last call, optionally reduced across processes (`reduce` sums a tensor).
 
         Returns:
-            (metrics, per-layer mean entropy (L,) or None).
+            (metrics, per-layer mean entropy in `layer_names` order, or None when no term was computed).
         """
         if self._sums is None:
             return {}, None
-        packed = torch.cat([self._sums, self._layer_sums])
+        n = len(self.layer_names)
+        if self._layer_sums.numel() < n:  # layers first seen after the sums were created
+            grow = n - self._layer_sums.numel()
+            self._layer_sums = torch.cat([self._layer_sums, self._layer_sums.new_zeros(grow)])
+            self._layer_counts = torch.cat([self._layer_counts, self._layer_counts.new_zeros(grow)])
+        packed = torch.cat([torch.stack([self._sums[k] for k in _SUM_KEYS]), self._layer_sums, self._layer_counts])
         if reduce is not None:
             packed = reduce(packed)
         packed = packed.cpu()
         self._sums = None
-        sums, layers = packed[: len(METRIC_KEYS) + 1], packed[len(METRIC_KEYS) + 1 :]
-        counted = sums[5].item()
-        steps = counted + sums[4].item()
-        metrics = {"lbe_skipped": sums[4].item(), "alpha_mean": self.alphas_module.alpha.detach().abs().mean().item()}
-        if steps:
-            metrics["task_loss"] = sums[0].item() / steps
-        if counted:
-            for i, key in enumerate(METRIC_KEYS[1:4], start=1):
-                metrics[key] = sums[i].item() / counted
-            return metrics, layers / counted
-        return metrics, None
+        sums = dict(zip(_SUM_KEYS, packed[: len(_SUM_KEYS)].tolist()))
+        layer_sums, layer_counts = packed[len(_SUM_KEYS) :].split(n)
+        metrics = {
+            "lbe_skipped": sums["skipped"],
+            "lbe_layers_dropped": sums["dropped"],
+            "alpha_mean": self.alphas.abs().mean().item(),
+        }
+        if sums["task_weight"]:
+            metrics["task_loss"] = sums["task_loss"] / sums["task_weight"]
+        counted = sums["counted"]
+        if not counted:
+            return metrics, None
+        for key in ("lbe_loss", "entropy_mean", "entropy_min"):
+            metrics[key] = sums[key] / counted
+        return metrics, layer_sums / layer_counts.clamp(min=1)
 
     def remove(self) -> None:
         """Removes every hook; the alphas stay attached (they are part of the trained state)."""

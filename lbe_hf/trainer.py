@@ -1,4 +1,8 @@
-"""`LBETrainer`: a drop-in `transformers.Trainer` that adds layerwise batch-entropy regularization."""
+"""`LBEMixin`: layerwise batch-entropy regularization for any `transformers.Trainer` subclass; `LBETrainer` = mixin +
+`Trainer`.
+
+    class LBESeq2SeqTrainer(LBEMixin, Seq2SeqTrainer): ...     # the mixin goes first
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from .card import lbe_card_section
 from .checkpoint import get_last_complete_checkpoint, is_complete_checkpoint, mark_complete, unmark
 from .collect import unwrap_model
 from .config import BatchEntropyConfig
-from .regularizer import ALPHAS_ATTRIBUTE, LBERegularizer
+from .regularizer import ALPHAS_ATTRIBUTE, ALPHAS_NAME, LBERegularizer
 
 logger = logging.getLogger(__name__)
 
@@ -39,48 +43,51 @@ def _model_scales_loss_for_ga(model: nn.Module, accepts_loss_kwargs: bool) -> bo
     return type(base).__name__ in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
 
 
-class LBETrainer(Trainer):
-    """`transformers.Trainer` with layerwise batch-entropy regularization (Peer et al., TMLR 2022).
+class LBEMixin:
+    """Layerwise batch-entropy regularization (Peer et al., TMLR 2022) for a `transformers.Trainer` subclass.
 
-    Loss = L + L * L_BE, L being whatever loss the model (or `compute_loss_func`) returns. Everything else is
-    `Trainer`'s: pass `lbe_config=BatchEntropyConfig(...)` besides the usual arguments.
+    Put it first: `class LBESFTTrainer(LBEMixin, SFTTrainer)`, then pass `lbe_config=BatchEntropyConfig(...)` besides
+    the trainer's own arguments. The LBE term is applied to the loss the trainer really optimizes, whatever
+    `super().compute_loss` returns (the model's `outputs.loss`, a label smoother's, TRL's own), as L + L * L_BE.
 
-    - Evaluation adds nothing: `eval_loss` is the model's own loss, predictions hold no activations.
-    - The alphas are a submodule of the model (`model.lbe_alphas`), trained without weight decay, and saved as
-      `lbe_alphas.safetensors` + `lbe_config.json` beside the weights of every checkpoint and of `save_model`;
-      the weights themselves load with plain `transformers`.
-    - Logs `task_loss`, `lbe_loss`, `entropy_mean`, `entropy_min`, `alpha_mean`, `lbe_skipped` (averaged since the
-      last log and across processes) through `self.log`, so every `report_to` backend gets them.
-    - `entropy_callback=True` (default) adds `lbe_hf.callbacks.EntropyCallback` (per-layer entropy scalars, bounded
-      for deep nets, and `entropy_per_layer.png` in `output_dir` at the end) unless `callbacks=` already has one.
-    - Entropies are computed per device micro-batch, as in the paper's single-device runs: with data parallelism
-      or gradient accumulation each (micro-)batch is regularized on its own samples.
+    - Only training forwards with autograd are regularized: evaluation, a trainer's metric forwards under
+      `torch.no_grad()` and reference-model forwards add nothing; several gradient forwards in one `compute_loss`
+      (chosen and rejected run apart) contribute the mean of their terms.
+    - The alphas are a submodule of the model (`model.lbe_alphas`), trained by the trainer's optimizer and schedule
+      without weight decay, and saved as `lbe_alphas.safetensors` + `lbe_config.json` in every checkpoint and
+      beside the weights of `save_model`; the weights themselves load with plain `transformers`.
+    - Logs `task_loss`, `lbe_loss`, `entropy_mean`, `entropy_min`, `alpha_mean`, `lbe_skipped`,
+      `lbe_layers_dropped` (averaged since the last log and across processes) through `self.log`.
+    - `entropy_callback=True` (default) adds `lbe_hf.callbacks.EntropyCallback` (per-layer entropy scalars for the
+      `report_to` trackers) unless `callbacks=` already has one.
+    - Entropies are computed per device micro-batch, as in the paper's single-device runs.
     """
 
-    def __init__(
-        self,
-        model: nn.Module | None = None,
-        args=None,
-        *positional,
-        lbe_config: BatchEntropyConfig | None = None,
-        entropy_callback: bool = True,
-        **kwargs,
-    ):
-        if model is None:
-            raise ValueError(
-                "LBETrainer needs `model=`: the LBE hooks and alphas are attached to it (model_init is not supported)."
-            )
+    def __init__(self, *args: Any, lbe_config: BatchEntropyConfig | None = None, entropy_callback: bool = True, **kw):
         self.lbe_config = lbe_config if lbe_config is not None else BatchEntropyConfig()
-        # Before Trainer.__init__, so the alphas move to the device with the model and the optimizer sees them.
-        self.lbe = LBERegularizer(model, self.lbe_config)
+        self._lbe_nonfinite_losses = 0
+        self._lbe_layer_history: list[tuple[int, list[float]]] = []
+        super().__init__(*args, **kw)
+        if self.model is None or getattr(self, "model_init", None) is not None:
+            raise ValueError(
+                f"{type(self).__name__} needs `model=`: the LBE hooks and alphas are attached to it (model_init is "
+                "not supported)."
+            )
+        # After the trainer's own __init__ (which may load the model from a name or wrap it with PEFT), before
+        # train() builds the optimizer and wraps the model for DDP/FSDP/DeepSpeed.
+        self.lbe = LBERegularizer(self.model, self.lbe_config, fold_into_loss=False)
         # Hooks go when the trainer is garbage-collected (or on `remove_lbe()`), not at the end of train():
         # evaluate/predict/train() again keep working, and the hooks hold no tensor between steps.
         self._lbe_finalizer = weakref.finalize(self, self.lbe.remove)
-        self._lbe_nonfinite_losses = 0
-        self._lbe_layer_history: list[tuple[int, list[float]]] = []
-        super().__init__(model, args, *positional, **kwargs)
+        if self.optimizer is not None and not any(
+            p is self.lbe.alphas_module.alpha for group in self.optimizer.param_groups for p in group["params"]
+        ):
+            raise ValueError(
+                "The optimizer passed in `optimizers=` does not hold the LBE alphas, so they would never train. Let "
+                "the trainer create the optimizer, or build yours after creating the trainer from "
+                "`trainer.model.parameters()` (which include `model.lbe_alphas`)."
+            )
         self._check_lbe_args()
-        # Per-layer entropy scalars + end-of-training plot (lbe_hf.callbacks); a user's own EntropyCallback wins.
         from .callbacks import EntropyCallback
 
         own = next((c for c in self.callback_handler.callbacks if isinstance(c, EntropyCallback)), None)
@@ -134,21 +141,40 @@ class LBETrainer(Trainer):
         """The regularized modules, in the order of `alphas`."""
         return list(self.lbe.module_names)
 
+    @property
+    def lbe_layer_names(self) -> list[str]:
+        """The terms of L_BE seen so far (one per module application), in the order of `entropy_history`."""
+        return list(self.lbe.layer_names)
+
     # ---- loss -------------------------------------------------------------------------------------------
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if not model.training:
+        if not (model.training and torch.is_grad_enabled()):
             return super().compute_loss(
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
             )
         with self.lbe.capture():
-            result = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        loss, outputs = result
-        if self.lbe.pending_lbe is not None:  # loss computed outside the model (label smoothing, compute_loss_func)
-            loss = self.lbe.fold(loss)
+            result = super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+        loss, outputs = result if return_outputs else (result, None)
+        # The logged task_loss is the per-step mean the Trainer logs as `loss`: a loss already scaled for gradient
+        # accumulation (a causal LM's sum over num_items_in_batch) adds up over the micro-batches of a step.
+        steps = max(1, self.args.gradient_accumulation_steps)
+        scaled = self._lbe_loss_is_scaled(num_items_in_batch)
+        detached = loss.detach()
+        loss = self.lbe.fold(loss, log_value=detached if scaled else detached / steps, log_weight=1.0 / steps)
         if not torch.isfinite(loss.detach()).all():
             loss = self._nonfinite_task_loss(model, loss)
         return (loss, outputs) if return_outputs else loss
+
+    def _lbe_loss_is_scaled(self, num_items_in_batch) -> bool:
+        """Whether `compute_loss`'s loss is already divided over the whole accumulated batch (as Trainer decides)."""
+        if num_items_in_batch is None:
+            return False
+        if self.loss_is_scaled_for_ga is not None:
+            return bool(self.loss_is_scaled_for_ga)
+        return bool(self.model_accepts_loss_kwargs or self.compute_loss_func is not None)
 
     def _nonfinite_task_loss(self, model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
         """A NaN/inf loss (the LBE term is already finite or dropped): stop, or drop this micro-batch's gradient.
@@ -216,6 +242,9 @@ class LBETrainer(Trainer):
             super()._save_checkpoint(model, trial)
         finally:
             self.args.save_total_limit = limit
+        # With a sharded state dict (FSDP) Trainer never calls `_save`: the alphas are written here in any case.
+        if self.args.should_save and not os.path.isfile(os.path.join(folder, ALPHAS_NAME)):
+            self.lbe.save_pretrained(folder)
         self.accelerator.wait_for_everyone()  # every process's files (RNG states, shards) are written
         if self.args.should_save:
             mark_complete(folder, self.state.global_step)
@@ -268,3 +297,19 @@ class LBETrainer(Trainer):
         path = os.path.join(self.args.output_dir, "README.md")
         with open(path, "a", encoding="utf-8") as f:
             f.write("\n" + lbe_card_section(self.lbe_config, self.lbe_module_names, self.alphas.tolist()))
+
+
+class LBETrainer(LBEMixin, Trainer):
+    """`transformers.Trainer` with layerwise batch-entropy regularization (Peer et al., TMLR 2022).
+
+    Loss = L + L * L_BE, L being whatever loss the model (or `compute_loss_func`, or a label smoother) returns.
+    Everything else is `Trainer`'s: pass `lbe_config=BatchEntropyConfig(...)` besides the usual arguments. See
+    `LBEMixin` for what is regularized, logged and saved.
+    """
+
+    def __init__(self, model: nn.Module | None = None, args=None, *positional, **kwargs):
+        if model is None:
+            raise ValueError(
+                "LBETrainer needs `model=`: the LBE hooks and alphas are attached to it (model_init is not supported)."
+            )
+        super().__init__(model, args, *positional, **kwargs)

@@ -422,9 +422,9 @@ def test_target_matching_nothing_is_refused(tmp_path):
 def test_target_with_non_tensor_output_fails_before_any_update(tmp_path):
     model = tiny_bert()
     before = params(model)
-    config = BatchEntropyConfig(target_modules=r"bert\.encoder\.layer\.\d+\.attention")  # returns a tuple
+    config = BatchEntropyConfig(target_modules=["bert.encoder"])  # returns a ModelOutput, not a tensor or tuple
     trainer = LBETrainer(**FAST, model=model, args=targs(tmp_path), train_dataset=token_rows(8), lbe_config=config)
-    with pytest.raises(TypeError, match="returned tuple, not a tensor"):
+    with pytest.raises(TypeError, match="returned BaseModelOutput.*, not a tensor"):
         trainer.train()
     assert trainer.state.global_step == 0
     assert all(torch.equal(p, model.get_parameter(n)) for n, p in before.items())
@@ -480,7 +480,7 @@ def test_no_activation_survives_a_step_and_trainer_removal_releases_hooks(tmp_pa
     )
     trainer.train()
     assert len(watch.refs) == 3 and watch.alive_at_step_end == [0, 0, 0]
-    assert trainer.lbe.collector.activations == {} and trainer.lbe.pending_lbe is None
+    assert trainer.lbe.collector.activations == {} and trainer.lbe.pending == []
 
     # After train(): evaluate, predict and a second train() still work; eval_loss is the plain task loss.
     alphas = trainer.alphas
