@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 
 import torch
-from transformers import TrainerCallback
+from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
 from .collect import ActivationCollector, resolve_target_modules, unwrap_model
 from .entropy import CONSTANTS, layer_entropies
@@ -63,19 +63,23 @@ def summarize_entropies(
 
 
 class EntropyCallback(TrainerCallback):
-    """Records per-layer batch entropy (eq. 3) at logging steps, logs a bounded number of scalars through the
-    Trainer's `report_to` backends, and writes the entropy-per-layer plot (colour = step) at the end of training.
+    """Records per-layer batch entropy (eq. 3) at logging steps and logs a bounded number of scalars to the
+    Trainer's `report_to` backends (not to the console); on request, writes the entropy-per-layer plot.
 
     Args:
         target_modules / exclude_modules: which layers (plain Trainer only; `LBETrainer` uses its regularized
             modules). Same matching rules as `BatchEntropyConfig`.
         entropy_constant: "pi_e" or "2pi_e" (plain Trainer only).
         max_layers / num_groups: see `summarize_entropies`.
-        plot: write `entropy_per_layer.png` and `entropy_history.json` into `args.output_dir` at train end.
+        plot: also write `entropy_per_layer.png` (x: layer, colour: step) and `entropy_history.json` into
+            `args.output_dir` at train end (process 0). Off by default: `save_model()` folders stay as `Trainer`
+            writes them. `callback.history` holds the same numbers either way.
 
     Use `callback.attach(trainer)` (LBETrainer does it for you): it puts the callback first in the Trainer's list
-    so that its scalars reach the reporting callbacks (TensorBoard, W&B, ...) that run after it. Passed through
-    `Trainer(callbacks=[...])` it still records and plots, but the reporters have already run when it logs.
+    so that its scalars reach the reporting callbacks (TensorBoard, W&B, ...) that run after it, and takes them
+    out of the log dict again just before the console printer (`ProgressCallback` / `PrinterCallback`), so a
+    printed log line carries `entropy_mean`/`entropy_min` (from LBETrainer) but not one key per layer. Passed
+    through `Trainer(callbacks=[...])` it still records, but the reporters have already run when it logs.
     """
 
     def __init__(
@@ -85,7 +89,7 @@ class EntropyCallback(TrainerCallback):
         entropy_constant: str = "pi_e",
         max_layers: int = 12,
         num_groups: int = 4,
-        plot: bool = True,
+        plot: bool = False,
     ):
         if entropy_constant not in CONSTANTS:
             raise ValueError(f"entropy_constant must be one of {sorted(CONSTANTS)}, got {entropy_constant!r}.")
@@ -103,6 +107,8 @@ class EntropyCallback(TrainerCallback):
         self._source: Callable[[], list[tuple[int, list[float]]]] | None = None
         self._collector: ActivationCollector | None = None
         self._pending: list[float] | None = None
+        self._handler = None
+        self._hider = _HideFromConsole()
         self.attached = False
 
     # ---- wiring -----------------------------------------------------------------------------------------
@@ -112,6 +118,8 @@ class EntropyCallback(TrainerCallback):
         handler = trainer.callback_handler
         handler.callbacks = [c for c in handler.callbacks if c is not self]
         handler.callbacks.insert(0, self)
+        self._handler = handler
+        self._hider.place(handler, {})
         if hasattr(trainer, "lbe") and hasattr(trainer, "_lbe_layer_history"):
             self.bind(lambda: trainer._lbe_layer_history, trainer.lbe.module_names)
         self.attached = True
@@ -179,7 +187,10 @@ class EntropyCallback(TrainerCallback):
         if self.history and self.history[-1][0] == state.global_step:
             return
         self.history.append((state.global_step, entropies))
-        logs.update(summarize_entropies(self.module_names, entropies, self.max_layers, self.num_groups))
+        scalars = summarize_entropies(self.module_names, entropies, self.max_layers, self.num_groups)
+        logs.update(scalars)
+        if self._handler is not None:
+            self._hider.place(self._handler, scalars)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self._collector is not None:
@@ -198,3 +209,27 @@ class EntropyCallback(TrainerCallback):
             )
         except ImportError:  # matplotlib is an optional extra: the JSON history is still written
             logger.warning("EntropyCallback: matplotlib is not installed (pip install lbe-hf[demo]); no plot written.")
+
+
+class _HideFromConsole(TrainerCallback):
+    """Removes `EntropyCallback`'s scalars from the log dict right before the console printer sees it.
+
+    Trackers (which run between the two) got them; the printed line and the callbacks after the printer do not.
+    """
+
+    def __init__(self) -> None:
+        self.keys: tuple[str, ...] = ()
+
+    def place(self, handler, scalars: dict[str, float]) -> None:
+        self.keys = tuple(scalars)
+        callbacks = [c for c in handler.callbacks if c is not self]
+        printers = (ProgressCallback, PrinterCallback)
+        printer = next((i for i, c in enumerate(callbacks) if isinstance(c, printers)), None)
+        if printer is not None:
+            callbacks.insert(printer, self)
+        handler.callbacks[:] = callbacks
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in self.keys:
+            if logs is not None:
+                logs.pop(key, None)

@@ -67,20 +67,35 @@ def test_summary_is_bounded_for_deep_nets():
     assert list(shallow) == ["entropy/layers.0.act", "entropy/layers.1.act", "entropy/layers.2.act"]
 
 
-def test_lbe_trainer_logs_entropies_and_writes_the_plot(tmp_path):
+def test_lbe_trainer_logs_entropies_to_trackers_not_to_the_console_and_writes_no_files(tmp_path, capsys):
     trainer = LBETrainer(model=_model(), args=_args(tmp_path), train_dataset=_data(), lbe_config=BatchEntropyConfig())
     callbacks = [c for c in trainer.callback_handler.callbacks if isinstance(c, EntropyCallback)]
     assert len(callbacks) == 1 and trainer.callback_handler.callbacks[0] is callbacks[0]
     trainer.train()
+    trainer.save_model()
     cb = callbacks[0]
     # Same numbers as the trainer's own record: one implementation of the measurement.
     assert [s for s, _ in cb.history] == [2, 4, 6]
     assert cb.history == trainer.entropy_history
+    # The scalars reached the report_to backend (TensorBoard), one per layer for this 3-layer net ...
+    assert {"train/entropy/layers.0.act", "train/entropy/layers.2.act"} <= _tb_tags(tmp_path)
+    # ... but not the printed log lines (PrinterCallback, disable_tqdm=True), which keep LBETrainer's summary keys.
+    printed = [line for line in capsys.readouterr().out.splitlines() if "'task_loss'" in line]
+    assert len(printed) == 3 and all("'entropy_min'" in line and "entropy/" not in line for line in printed)
+    # No files beyond what Trainer writes unless asked (plot=True).
+    assert not os.path.exists(os.path.join(tmp_path, PLOT_NAME))
+    assert not os.path.exists(os.path.join(tmp_path, HISTORY_NAME))
+
+
+def test_plot_true_writes_the_plot_and_history(tmp_path):
+    cb = EntropyCallback(plot=True)
+    trainer = LBETrainer(model=_model(), args=_args(tmp_path, report_to="none"), train_dataset=_data(), callbacks=[cb])
+    trainer.train()
+    assert trainer.callback_handler.callbacks[0] is cb
     assert os.path.getsize(os.path.join(tmp_path, PLOT_NAME)) > 5000
     saved = json.load(open(os.path.join(tmp_path, HISTORY_NAME)))
     assert saved["modules"] == ["layers.0.act", "layers.1.act", "layers.2.act"]
-    # The scalars reached the report_to backend (TensorBoard), one per layer for this 3-layer net.
-    assert {"train/entropy/layers.0.act", "train/entropy/layers.2.act"} <= _tb_tags(tmp_path)
+    assert [step for step, _ in saved["history"]] == [2, 4, 6]
 
 
 def test_lbe_trainer_opt_out(tmp_path):
@@ -92,7 +107,7 @@ def test_lbe_trainer_opt_out(tmp_path):
 
 def test_plain_trainer_measures_with_own_hooks(tmp_path):
     model = _model(depth=14)
-    cb = EntropyCallback(max_layers=4, num_groups=3)
+    cb = EntropyCallback(max_layers=4, num_groups=3, plot=True)
     trainer = Trainer(model=model, args=_args(tmp_path), train_dataset=_data())
     cb.attach(trainer)
     trainer.train()

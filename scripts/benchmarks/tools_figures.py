@@ -58,10 +58,14 @@ def main(argv: list[str] | None = None) -> None:
             )
             if arm == "plain":
                 trainer = Trainer(model=model, args=targs, train_dataset=train)
-                EntropyCallback().attach(trainer)
+                EntropyCallback(plot=True).attach(trainer)
             else:
                 trainer = LBETrainer(
-                    model=model, args=targs, train_dataset=train, lbe_config=BatchEntropyConfig(alpha="auto")
+                    model=model,
+                    args=targs,
+                    train_dataset=train,
+                    lbe_config=BatchEntropyConfig(alpha="auto"),
+                    callbacks=[EntropyCallback(plot=True)],
                 )
             trainer.train()
             target = args.out / f"entropy_callback_{arm}_torch_d{args.depth}.png"
