@@ -16,6 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from .card import TAGS, base_model_name, local_files_description
+from .config import LBEArguments
+from .extras import require
+
 logger = logging.getLogger(__name__)
 
 HUB_DATASET = "nyu-mll/glue"
@@ -108,9 +112,10 @@ def load_glue_datasets(
     """`DatasetDict` with "train" and/or "validation" for `task`, checked by `validate_dataset`.
 
     Local files (`train_file`/`validation_file`) replace the Hub dataset `dataset_name`; a split without a file is
-    then absent. Raises FileNotFoundError / ValueError before any training when the input is unusable.
+    then absent. Raises FileNotFoundError / ValueError before any training when the input is unusable, and
+    ConnectionError naming `--train_file`/`--validation_file` when the Hub can't be reached.
     """
-    import datasets
+    datasets = require("datasets", "glue", "GLUE data loading")
 
     files = {"train": train_file, "validation": validation_file}
     if any(files.values()):
@@ -131,7 +136,14 @@ def load_glue_datasets(
             )
         sources = {s: p for s, p in files.items() if p}
     else:
-        hub = datasets.load_dataset(dataset_name, task.name, cache_dir=cache_dir)
+        try:
+            hub = datasets.load_dataset(dataset_name, task.name, cache_dir=cache_dir)
+        except ConnectionError as error:  # no network, or HF_HUB_OFFLINE=1 without a cached copy
+            raise ConnectionError(
+                f"Couldn't load the Hub dataset {dataset_name!r} (config {task.name!r}): {error}. Without Hub access, "
+                "pass local files with the task's columns (JSON Lines, CSV or TSV) instead: --train_file "
+                f"glue/{task.name}/train.jsonl --validation_file glue/{task.name}/validation.jsonl"
+            ) from error
         raw = datasets.DatasetDict({"train": hub["train"], "validation": hub[task.validation_split]})
         sources = {s: f"{dataset_name}/{task.name}:{s}" for s in raw}
     for split in list(raw):
@@ -153,8 +165,7 @@ def validate_dataset(dataset, task: GlueTask, source: str):
             f"{dataset.column_names}). Rename the columns or pick the --task_name that matches the file."
         )
     if task.is_regression:
-        import datasets
-
+        datasets = require("datasets", "glue", "GLUE data loading")
         return dataset.cast_column("label", datasets.Value("float32"))
     labels = dataset["label"]
     if labels and isinstance(labels[0], str):
@@ -215,12 +226,21 @@ def load_model_and_tokenizer(
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
-    config = AutoConfig.from_pretrained(
-        config_name or model_name_or_path,
-        num_labels=task.num_labels,
-        finetuning_task=task.name,
-        **hub_kwargs,
-    )
+    try:
+        config = AutoConfig.from_pretrained(
+            config_name or model_name_or_path,
+            num_labels=task.num_labels,
+            finetuning_task=task.name,
+            **hub_kwargs,
+        )
+    except OSError as error:
+        if os.path.isdir(config_name or model_name_or_path):
+            raise
+        raise OSError(
+            f"Couldn't load {config_name or model_name_or_path!r} from the Hub or its cache ({error}). Without Hub "
+            "access, pass a local checkpoint folder (config.json, weights and tokenizer files, as written by "
+            "save_pretrained) to --model_name_or_path, e.g. --model_name_or_path ./bert-base-uncased"
+        ) from error
     if not task.is_regression:
         config.id2label = task.id2label
         config.label2id = {name: i for i, name in task.id2label.items()}
@@ -236,6 +256,24 @@ def load_model_and_tokenizer(
         model_name_or_path, config=config, ignore_mismatched_sizes=ignore_mismatched_sizes, **hub_kwargs
     )
     return tokenizer, model
+
+
+# The paper's transformer settings (Peer et al., Table 8: alpha {0.2, 0.3, 0.5, 0.8} x beta {0.005, 0.01, 0.05} for
+# BERT on GLUE, as configs/glue/*.yaml): BatchEntropyConfig's beta 0.5 is the deep-FNN rescue setting, 10-100x more.
+GLUE_LBE_BETA = 0.01
+
+
+@dataclass
+class GlueLBEArguments(LBEArguments):
+    """`--lbe_*` flags with the fine-tuning default `--lbe_beta 0.01` (the paper's BERT grid) instead of 0.5."""
+
+    lbe_beta: float = field(
+        default=GLUE_LBE_BETA,
+        metadata={
+            "help": "Weight of the LBE term; 0 = plain fine-tuning. Default 0.01, within the paper's transformer grid "
+            "(0.005-0.05); BatchEntropyConfig's own default 0.5 is for rescuing deep vanilla FNNs."
+        },
+    )
 
 
 @dataclass
@@ -254,7 +292,8 @@ class LoraArguments:
 
 def apply_lora(model, args: LoraArguments):
     """`model` wrapped by PEFT for sequence classification (the classifier head trains in full)."""
-    from peft import LoraConfig, TaskType, get_peft_model
+    peft = require("peft", "glue", "--use_lora")
+    LoraConfig, TaskType, get_peft_model = peft.LoraConfig, peft.TaskType, peft.get_peft_model
 
     config = LoraConfig(
         task_type=TaskType.SEQ_CLS,
@@ -275,7 +314,7 @@ def load_glue_metric(task: GlueTask, source: str = "auto", **kwargs: Any):
     source: "hub" -> `evaluate.load("glue", task)` (needs network); "local" -> the copy shipped in lbe_hf;
     "auto" -> the Hub unless `HF_HUB_OFFLINE` is set, falling back to the local copy when the Hub fails.
     """
-    import evaluate
+    evaluate = require("evaluate", "glue", "the GLUE metric")
     from huggingface_hub import constants
 
     if source not in ("auto", "hub", "local"):
@@ -312,17 +351,31 @@ def compute_metrics_fn(task: GlueTask, metric):
 # ---- outputs ------------------------------------------------------------------------------------------------
 
 
-def card_kwargs(task: GlueTask, model_name_or_path: str, local_data: bool) -> dict[str, Any]:
-    """Keyword arguments for `Trainer.create_model_card` / `push_to_hub` naming the GLUE task."""
-    return {
-        "finetuned_from": None if os.path.isdir(model_name_or_path) else model_name_or_path,  # Hub ids only
+def card_kwargs(
+    task: GlueTask,
+    model_name_or_path: str,
+    files: dict[str, str | None] | None = None,
+    dataset_name: str = HUB_DATASET,
+) -> dict[str, Any]:
+    """Keyword arguments for `Trainer.create_model_card` / `push_to_hub`: the base model and the data used.
+
+    `files`: the local files read ({"train": path, "validation": path}), if any; then no Hub dataset is named.
+    A local base model is not passed as `finetuned_from` (the card would link it as a Hub repo): follow the card
+    with `lbe_hf.card.fix_from_scratch_line`.
+    """
+    name, is_hub = base_model_name(model_name_or_path)
+    local = local_files_description(files or {})
+    kwargs: dict[str, Any] = {
+        "finetuned_from": name if is_hub else None,
         "tasks": "text-classification",
         "language": "en",
-        "dataset_tags": HUB_DATASET,
-        "dataset_args": task.name,
-        "dataset": f"GLUE {task.name.upper()}" + (" (local files)" if local_data else ""),
         "tags": ["glue", task.name],
     }
+    if local:
+        kwargs["dataset"] = f"GLUE {task.name.upper()} read from local files ({local})"
+    else:
+        kwargs.update(dataset_tags=dataset_name, dataset_args=task.name, dataset=f"GLUE {task.name.upper()}")
+    return kwargs
 
 
 def write_model_card(
@@ -332,21 +385,30 @@ def write_model_card(
     lbe_section: str,
     metrics: dict[str, float],
     library_name: str = "transformers",
+    files: dict[str, str | None] | None = None,
+    dataset_name: str = HUB_DATASET,
 ) -> str:
-    """README.md for a model trained without `Trainer`: Hub metadata, eval results and the LBE section.
+    """README.md for a model trained without `Trainer`: Hub metadata, base model, data, eval results, LBE section.
 
-    `library_name="peft"` for a LoRA adapter, so the Hub loads it with PEFT.
+    `library_name="peft"` for a LoRA adapter, so the Hub loads it with PEFT. `files`: the local files read, if
+    any (the card then names them, not a Hub dataset).
     """
+    name, is_hub = base_model_name(model_name_or_path)
+    local = local_files_description(files or {})
+    tags = ["text-classification", "glue", task.name, *TAGS]
+    metadata = [f"library_name: {library_name}"]
+    if is_hub:
+        metadata.append(f"base_model: {name}")
+    if not local:
+        metadata += ["datasets:", f"- {dataset_name}"]
+    metadata += ["tags:", *(f"- {t}" for t in tags)]
+    base = f"[{name}](https://huggingface.co/{name})" if is_hub else f"`{name}` (a local checkpoint)"
+    data = f"local files ({local})" if local else f"the Hub dataset `{dataset_name}`, config `{task.name}`"
     results = "\n".join(f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, (int, float)))
     text = (
-        "---\n"
-        f"library_name: {library_name}\n"
-        + ("" if os.path.isdir(model_name_or_path) else f"base_model: {model_name_or_path}\n")  # Hub ids only
-        + f"datasets:\n- {HUB_DATASET}\n"
-        f"tags:\n- text-classification\n- glue\n- {task.name}\n- lbe\n- batch-entropy\n"
-        "---\n\n"
+        "---\n" + "\n".join(metadata) + "\n---\n\n"
         f"# {Path(output_dir).name}\n\n"
-        f"{model_name_or_path} fine-tuned on GLUE {task.name.upper()} ({HUB_DATASET}, config `{task.name}`).\n\n"
+        f"{base} fine-tuned on GLUE {task.name.upper()}, read from {data}.\n\n"
         "## Evaluation\n\n| metric | value |\n| --- | --- |\n"
         f"{results}\n\n{lbe_section}"
     )

@@ -4,9 +4,10 @@
         --max_seq_length 128 --per_device_train_batch_size 32 --learning_rate 3e-5 --num_train_epochs 5 \
         --lbe_alpha 0.5 --lbe_beta 0.01 --output_dir runs/rte
 
-Every `TrainingArguments` flag works, plus `--lbe_*` (every `BatchEntropyConfig` field; `--lbe_beta 0` is the plain
-baseline: the loss is exactly the task loss), `--use_lora --lora_r ...`, and local data with
-`--train_file/--validation_file` (.jsonl/.csv/.tsv with the task's columns). Writes train/eval/all_results.json
+Every `TrainingArguments` flag works, plus `--lbe_*` (every `BatchEntropyConfig` field; defaults `--lbe_alpha 0.5
+--lbe_beta 0.01`, the paper's transformer settings; `--lbe_beta 0` is the plain baseline: the loss is exactly the task
+loss), `--use_lora --lora_r ...`, and local data with `--train_file/--validation_file` (.jsonl/.csv/.tsv with the
+task's columns; needed without Hub access). Writes train/eval/all_results.json
 (with `world_size`), the model (or adapter) with `lbe_alphas.safetensors` + `lbe_config.json`, and a model card.
 Setting `LBE_RANK_ALPHAS_DIR` makes every process write its final alphas there.
 """
@@ -21,10 +22,13 @@ from dataclasses import dataclass, field
 import transformers
 from transformers import DataCollatorWithPadding, HfArgumentParser, TrainingArguments, default_data_collator, set_seed
 
-from lbe_hf import LBEArguments, LBETrainer
+from lbe_hf import LBETrainer
+from lbe_hf.card import name_base_model_in_cards
 from lbe_hf.checkpoint import get_last_complete_checkpoint
+from lbe_hf.extras import MissingExtraError
 from lbe_hf.glue import (
     HUB_DATASET,
+    GlueLBEArguments,
     LoraArguments,
     apply_lora,
     card_kwargs,
@@ -77,7 +81,9 @@ class ModelArguments:
 
 
 def make_parser() -> HfArgumentParser:
-    return HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments, LBEArguments, LoraArguments))
+    return HfArgumentParser(
+        (ModelArguments, DataTrainingArguments, TrainingArguments, GlueLBEArguments, LoraArguments)
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -178,9 +184,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         results.update(metrics)
     write_rank_alphas(trainer.alphas.tolist(), training_args.process_index, training_args.world_size)
 
-    kwargs = card_kwargs(
-        task, model_args.model_name_or_path, local_data=bool(data_args.train_file or data_args.validation_file)
-    )
+    files = {"train": data_args.train_file, "validation": data_args.validation_file}
+    kwargs = card_kwargs(task, model_args.model_name_or_path, files, data_args.dataset_name)
+    name_base_model_in_cards(trainer, model_args.model_name_or_path)  # a local base is no "trained from scratch"
     if training_args.push_to_hub:
         trainer.push_to_hub(**kwargs)  # saves, writes the card (with the LBE section) and uploads output_dir
     else:
@@ -189,4 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ConnectionError, MissingExtraError) as error:  # no Hub access / a missing extra: say what to do
+        sys.exit(f"run_glue.py: {error}")

@@ -4,6 +4,8 @@
         --max_length 128 --per_device_train_batch_size 32 --learning_rate 3e-5 --num_train_epochs 5 \
         --lbe_alpha 0.5 --lbe_beta 0.01 --output_dir runs/mrpc --checkpointing_steps epoch --with_tracking
 
+Defaults `--lbe_alpha 0.5 --lbe_beta 0.01` (the paper's transformer settings; `--lbe_beta 0` = plain fine-tuning).
+Shows a progress bar on the main process and prints a loss/LBE line every `--logging_steps` steps.
 The LBE term is the same building block as `LBETrainer`'s (the regularizer's forward hook folds it into
 `outputs.loss`); the alphas are registered for checkpointing, so `--resume_from_checkpoint` restores them.
 Writes `all_results.json` (eval metrics, `world_size`, alphas), the model (or LoRA adapter) with
@@ -25,11 +27,15 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, HfArgumentParser, SchedulerType, default_data_collator, get_scheduler
 
-from lbe_hf import LBEArguments, LBERegularizer
+from lbe_hf import LBERegularizer
 from lbe_hf.card import lbe_card_section
+from lbe_hf.extras import MissingExtraError
 from lbe_hf.glue import (
+    HUB_DATASET,
+    GlueLBEArguments,
     LoraArguments,
     apply_lora,
     get_task,
@@ -49,7 +55,7 @@ UPLOAD_IGNORE = ["step_*", "epoch_*", "_*"]
 
 
 def make_parser() -> HfArgumentParser:
-    parser = HfArgumentParser((LBEArguments, LoraArguments), description=__doc__.splitlines()[0])
+    parser = HfArgumentParser((GlueLBEArguments, LoraArguments), description=__doc__.splitlines()[0])
     add = parser.add_argument
     add("--task_name", default=None, help="GLUE task: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli.")
     add("--train_file", default=None, help="Local .jsonl/.csv/.tsv training file with the task's columns.")
@@ -76,7 +82,12 @@ def make_parser() -> HfArgumentParser:
     add("--gradient_accumulation_steps", type=int, default=1)
     add("--lr_scheduler_type", type=SchedulerType, default="linear", choices=list(SchedulerType))
     add("--num_warmup_steps", type=int, default=0)
-    add("--logging_steps", type=int, default=50, help="Log training and LBE metrics every N optimizer steps.")
+    add(
+        "--logging_steps",
+        type=int,
+        default=50,
+        help="Every N optimizer steps: print a loss/LBE line (main process) and log to the trackers.",
+    )
     add("--output_dir", default=None)
     add("--seed", type=int, default=None)
     add("--checkpointing_steps", default=None, help="Save state every N optimizer steps, or 'epoch'.")
@@ -104,6 +115,13 @@ def _resume_position(
     raise ValueError(
         f"--resume_from_checkpoint {path}: expected a folder named step_N or epoch_N written by this script."
     )
+
+
+def _log_line(step: int, total: int, metrics: dict[str, float]) -> str:
+    """`step 50/300  loss 0.6931  task_loss 0.6912  lbe_loss 0.0028  entropy_mean 1.2345 ...`"""
+    keys = ("loss", "task_loss", "lbe_loss", "entropy_mean", "entropy_min", "alpha_mean", "lbe_skipped")
+    values = "  ".join(f"{k} {metrics[k]:.4g}" for k in keys if k in metrics)
+    return f"step {step}/{total}  {values}"
 
 
 def evaluate_model(model, dataloader, accelerator, metric, task) -> dict[str, float]:
@@ -204,6 +222,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     def reduce(t):
         return accelerator.reduce(t, reduction="sum")
 
+    progress = tqdm(total=args.max_train_steps, initial=completed, disable=not accelerator.is_local_main_process)
+    printed_loss, printed_batches = torch.zeros((), device=accelerator.device), 0
     eval_metrics: dict[str, float] = {}
     for epoch in range(start_epoch, epochs):
         model.train()
@@ -216,6 +236,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 with regularizer.capture():
                     loss = model(**batch).loss  # already L + L * L_BE
                 total_loss += loss.detach()
+                printed_loss += loss.detach()
+                printed_batches += 1
                 accelerator.backward(loss)
                 optimizer.step()
                 scheduler.step()
@@ -223,13 +245,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             if not accelerator.sync_gradients:
                 continue
             completed += 1
-            if completed % args.logging_steps == 0 and args.with_tracking:
+            progress.update(1)
+            if completed % args.logging_steps == 0:
                 lbe_metrics, _ = regularizer.pop_metrics(reduce)
-                accelerator.log({f"train/{k}": v for k, v in lbe_metrics.items()}, step=completed)
+                lbe_metrics["loss"] = accelerator.reduce(printed_loss, "mean").item() / max(1, printed_batches)
+                printed_loss.zero_()
+                printed_batches = 0
+                if accelerator.is_local_main_process:
+                    progress.write(_log_line(completed, args.max_train_steps, lbe_metrics))
+                if args.with_tracking:
+                    accelerator.log({f"train/{k}": v for k, v in lbe_metrics.items()}, step=completed)
             if str(args.checkpointing_steps).isdigit() and completed % int(args.checkpointing_steps) == 0:
                 accelerator.save_state(os.path.join(args.output_dir or ".", f"step_{completed}"))
         eval_metrics = evaluate_model(model, eval_dl, accelerator, metric, task)
-        accelerator.print(f"epoch {epoch}: {eval_metrics}")
+        if accelerator.is_local_main_process:
+            progress.write(f"epoch {epoch}: {eval_metrics}")
         if args.with_tracking:
             lbe_metrics, _ = regularizer.pop_metrics(reduce)
             logs = {**eval_metrics, **{f"train/{k}": v for k, v in lbe_metrics.items()}}
@@ -239,6 +269,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             accelerator.save_state(os.path.join(args.output_dir or ".", f"epoch_{epoch}"))
         if completed >= args.max_train_steps:
             break
+    progress.close()
     if not eval_metrics:  # resumed at the end of training: still report the model's metrics
         eval_metrics = evaluate_model(model, eval_dl, accelerator, metric, task)
     if args.with_tracking:
@@ -270,6 +301,8 @@ def save(args, accelerator, model, tokenizer, regularizer, task, results, lora: 
         section,
         {k: v for k, v in results.items() if k.startswith("eval_")},
         library_name="peft" if lora else "transformers",
+        files={"train": args.train_file, "validation": args.validation_file},
+        dataset_name=HUB_DATASET,
     )
     with open(os.path.join(args.output_dir, "all_results.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
@@ -287,4 +320,7 @@ def save(args, accelerator, model, tokenizer, regularizer, task, results, lora: 
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ConnectionError, MissingExtraError) as error:  # no Hub access / a missing extra: say what to do
+        sys.exit(f"run_glue_no_trainer.py: {error}")

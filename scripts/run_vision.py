@@ -2,7 +2,7 @@
 """Train a vision model with layerwise batch-entropy regularization (Peer et al., TMLR 2022) and `LBETrainer`.
 
     python scripts/run_vision.py --dataset_name mnist --model resnet18 --output_dir out --do_train --do_eval
-    python scripts/run_vision.py configs/vision/fnn_mnist_depth30.yaml [--max_steps 10 ...]   # YAML + overrides
+    python scripts/run_vision.py configs/vision/fnn_mnist.yaml [--max_steps 10 ...]   # YAML + overrides
     ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 scripts/run_vision.py ...   # DDP
 
 Data: `--dataset_name` mnist / fashion_mnist / cifar10 / cifar100 from the Hugging Face Hub, or `--data_dir`: a
@@ -29,6 +29,7 @@ from transformers import AutoConfig, AutoModel, HfArgumentParser, TrainingArgume
 
 from lbe_hf import LBEArguments, LBETrainer, get_last_complete_checkpoint
 from lbe_hf.data import load_mnist_idx
+from lbe_hf.extras import require
 from lbe_hf.models import (
     AutoencoderConfig,
     AutoencoderForImageReconstruction,
@@ -127,10 +128,20 @@ def from_hf_split(split, image_col: str, label_col: str) -> tuple[torch.Tensor, 
 
 
 def load_hub(name: str) -> tuple[tuple, tuple, int]:
-    from datasets import load_dataset
+    load_dataset = require(
+        "datasets", "glue", f"--dataset_name {name} (the Hub; --data_dir needs no extra)"
+    ).load_dataset
 
     repo, image_col, label_col, num_labels = HUB_DATASETS[name]
-    ds = load_dataset(repo)
+    try:
+        ds = load_dataset(repo)
+    except ConnectionError as error:  # no network, or HF_HUB_OFFLINE=1 without a cached copy
+        raise ConnectionError(
+            f"Couldn't load the Hub dataset {repo!r} for --dataset_name {name}: {error}. Without Hub access, pass "
+            "local files with --data_dir: a folder of MNIST-style idx files (train-*/t10k-*, or t10k-* alone, split "
+            "at --idx_train_samples) or an image folder with train/ and test/ class subfolders, e.g. "
+            "python scripts/run_vision.py configs/vision/fnn_mnist.yaml --data_dir path/to/mnist"
+        ) from error
     train, test = (from_hf_split(ds[split], image_col, label_col) for split in ("train", "test"))
     return train, test, num_labels
 
@@ -275,8 +286,14 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
     if training_args.push_to_hub:
-        dataset = vision_args.data_dir or HUB_DATASETS[vision_args.dataset_name][0]
-        trainer.push_to_hub(dataset=dataset, tags=["image-classification" if not reconstruct else "autoencoder"])
+        # The data actually used: the Hub id, or the local folder's name (never an absolute local path).
+        dataset = Path(vision_args.data_dir).resolve().name if vision_args.data_dir else None
+        hub = {} if dataset else {"dataset_tags": HUB_DATASETS[vision_args.dataset_name][0]}
+        trainer.push_to_hub(
+            dataset=dataset or HUB_DATASETS[vision_args.dataset_name][0],
+            tags=["image-classification" if not reconstruct else "autoencoder"],
+            **hub,
+        )
     metrics["alphas"] = trainer.alphas.tolist()
     metrics["world_size"] = training_args.world_size
     return metrics

@@ -155,6 +155,61 @@ def test_model_without_classification_head(tmp_path):
         load_model_and_tokenizer(str(tmp_path), get_task("rte"))
 
 
+def _check_card(card: str, task: str, alphas: torch.Tensor) -> None:
+    """A card names the local base model by its folder name, the local files read, the LBE config and tags."""
+    metadata = yaml.safe_load(card.split("---")[1])
+    assert {"lbe", "lbe_hf", task} <= set(metadata["tags"])
+    assert "base_model" not in metadata and "datasets" not in metadata  # local model and files: no Hub ids
+    assert "trained from scratch" not in card and "nyu-mll/glue" not in card and "pypi.org" not in card
+    assert (
+        "fine-tuned version of `model` (a local checkpoint)" in card
+        or "`model` (a local checkpoint) fine-tuned" in card
+    )
+    assert "train.jsonl" in card and "validation.jsonl" in card
+    assert MODEL not in card and str(GLUE) not in card  # no absolute local path
+    assert "Layerwise batch-entropy regularization" in card and f"{alphas[0].item():.4f}" in card
+
+
+def test_card_names_hub_ids_and_cache_snapshots(tmp_path):
+    from lbe_hf.card import base_model_name
+    from lbe_hf.glue import card_kwargs
+
+    snapshot = tmp_path / "models--google-bert--bert-base-uncased" / "snapshots" / "86b5e0934494bd15c9632b12f734a8a6"
+    snapshot.mkdir(parents=True)
+    assert base_model_name(str(snapshot)) == ("google-bert/bert-base-uncased", True)
+    assert base_model_name("bert-base-uncased") == ("bert-base-uncased", True)
+    assert base_model_name(MODEL) == ("model", False)
+    hub = card_kwargs(get_task("rte"), "bert-base-uncased")
+    assert hub["finetuned_from"] == "bert-base-uncased" and hub["dataset_tags"] == "nyu-mll/glue"
+    local = card_kwargs(get_task("rte"), MODEL, {"train": str(GLUE / "rte" / "train.jsonl"), "validation": None})
+    assert local["finetuned_from"] is None and "dataset_tags" not in local and "train.jsonl" in local["dataset"]
+
+
+@pytest.mark.parametrize("script", ["run_glue", "run_glue_no_trainer"])
+def test_fine_tuning_defaults_are_the_papers_transformer_settings(script):
+    parsed = (
+        _script(script)
+        .make_parser()
+        .parse_args_into_dataclasses(args=["--model_name_or_path", MODEL, "--output_dir", "unused"])
+    )
+    config = next(a for a in parsed if hasattr(a, "lbe_beta")).to_config()
+    assert (config.alpha, config.beta) == (0.5, 0.01)
+    assert BatchEntropyConfig().beta == 0.5  # the library default (FNN rescue) is unchanged
+
+
+@pytest.mark.parametrize("script", ["run_glue", "run_glue_no_trainer"])
+def test_unreachable_hub_names_the_local_file_flags(tmp_path, script):
+    # HF_HUB_OFFLINE=1 (the fixture): the Hub dataset fails fast, as without network.
+    args = ["--model_name_or_path", MODEL, "--task_name", "rte", "--output_dir", str(tmp_path)]
+    args += ["--do_train", "--do_eval"] if script == "run_glue" else []
+    with pytest.raises(ConnectionError, match=r"nyu-mll/glue.*--train_file glue/rte/train.jsonl --validation_file"):
+        _script(script).main(args)
+    from lbe_hf.glue import load_model_and_tokenizer as load
+
+    with pytest.raises(OSError, match="pass a local checkpoint folder .* to --model_name_or_path"):
+        load("no-such-org/no-such-model", get_task("rte"))
+
+
 # ---- Trainer script -----------------------------------------------------------------------------------------
 
 
@@ -180,8 +235,8 @@ def test_run_glue_trainer_cola_writes_metrics_model_and_card(tmp_path):
 
     # --push_to_hub would run create_model_card and upload output_dir with the Trainer's ignore patterns.
     card = (out / "README.md").read_text()
-    assert "nyu-mll/glue" in card and "cola" in card and "Layerwise batch-entropy regularization" in card
-    assert "| alpha | `0.7` |" in card and f"{alphas[0].item():.4f}" in card
+    _check_card(card, "cola", alphas)
+    assert "| alpha | `0.7` |" in card and "| beta | `0.01` |" in card  # the GLUE scripts' default beta
     files = [str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()]
     uploaded = set(filter_repo_objects(files, ignore_patterns=["_*", "checkpoint-*"]))
     assert {"README.md", "model.safetensors", "config.json", "lbe_alphas.safetensors", "lbe_config.json"} <= uploaded
@@ -244,7 +299,7 @@ def test_lora_run_trains_saves_and_reloads_alphas(tmp_path):
 # ---- Accelerate script --------------------------------------------------------------------------------------
 
 
-def test_no_trainer_mrpc_accumulates_tracks_checkpoints_and_resumes_alphas(tmp_path):
+def test_no_trainer_mrpc_accumulates_tracks_checkpoints_and_resumes_alphas(tmp_path, capsys):
     from huggingface_hub.utils import filter_repo_objects
 
     script = _script("run_glue_no_trainer")
@@ -262,7 +317,11 @@ def test_no_trainer_mrpc_accumulates_tracks_checkpoints_and_resumes_alphas(tmp_p
     torch.testing.assert_close(torch.tensor(first["lbe_alphas"]), alphas)
     assert list((out / "glue_no_trainer").rglob("events.out.tfevents*"))
     card = (out / "README.md").read_text()
-    assert "mrpc" in card and "eval_f1" in card and f"{alphas[-1].item():.4f}" in card
+    _check_card(card, "mrpc", alphas)
+    assert "eval_f1" in card and f"{alphas[-1].item():.4f}" in card and "| beta | `0.01` |" in card
+    # Progress: a line per logging step (here every step) with the loss and the LBE metrics.
+    printed = capsys.readouterr().out
+    assert "step 1/2  loss " in printed and "step 2/2  loss " in printed and "lbe_loss" in printed
     files = [str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()]
     uploaded = set(filter_repo_objects(files, ignore_patterns=script.UPLOAD_IGNORE))  # what --push_to_hub sends
     assert {
