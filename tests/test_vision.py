@@ -296,3 +296,87 @@ def test_from_pretrained_with_new_head_initialises_it(tmp_path):
     # PyTorch's default Linear init (|w| <= 1/sqrt(fan_in)), not post_init's N(0, 0.02) and not uninitialised memory
     assert 0 < head.abs().max() <= 1024**-0.5
     assert torch.equal(loaded.model.features[1].block[0][0].weight, model.model.features[1].block[0][0].weight)
+
+
+# --- FNN inits (FNNConfig(init=...)) and the residual variant ---
+
+
+def _fnn(**kwargs):
+    torch.manual_seed(0)
+    return FNNForImageClassification(FNNConfig(**{"input_dim": 64, "depth": 4, "width": 128, **kwargs}))
+
+
+@pytest.mark.parametrize(("init", "variance"), [("he", 2 / 128), ("torch", 1 / (3 * 128))])
+def test_fnn_he_and_torch_init_weight_variance(init, variance):
+    weight = _fnn(init=init).layers[2].linear.weight.detach()  # 128 -> 128
+    assert float(weight.var()) == pytest.approx(variance, rel=0.05)
+
+
+def test_fnn_orthogonal_init_has_orthogonal_rows_with_gain_sqrt2():
+    model = _fnn(init="orthogonal")
+    square = model.layers[2].linear.weight  # (128, 128)
+    torch.testing.assert_close(square @ square.T, 2 * torch.eye(128), atol=1e-4, rtol=0)
+    wide = model.layers[0].linear.weight  # (128, 64): the 64 columns are orthogonal
+    torch.testing.assert_close(wide.T @ wide, 2 * torch.eye(64), atol=1e-4, rtol=0)
+    assert float(model.layers[2].linear.bias.abs().max()) == 0.0
+
+
+def test_fnn_lsuv_needs_its_data_batch_then_gives_unit_output_variance(tmp_path):
+    from lbe_hf.models.fnn import lsuv_init
+
+    model = _fnn(init="lsuv")
+    batch = torch.randn(256, 64) * 3 + 1
+    with pytest.raises(RuntimeError, match="lsuv_init"):
+        model(pixel_values=batch)  # training mode, not calibrated: refuses
+    before = model.layers[2].linear.weight.clone()
+    variances = lsuv_init(model, batch)
+    assert len(variances) == 5 and all(abs(v - 1) < 0.01 for v in variances)
+    # Still orthogonal, only rescaled.
+    w = model.layers[2].linear.weight
+    gram = w @ w.T
+    torch.testing.assert_close(gram, gram[0, 0] * torch.eye(128), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(w, before)
+    x = batch
+    for block in model.layers:
+        assert float(block.linear(x).var()) == pytest.approx(1.0, abs=0.01)
+        x = block(x)
+    model(pixel_values=batch, labels=torch.zeros(256, dtype=torch.long)).loss.backward()
+    model.save_pretrained(tmp_path)  # the calibration travels in config.json
+    reloaded = AutoModelForImageClassification.from_pretrained(tmp_path)
+    assert reloaded.config.lsuv_calibrated and reloaded.training is False
+    reloaded.train()(pixel_values=batch)
+    torch.testing.assert_close(reloaded.layers[2].linear.weight, w)
+    with pytest.raises(ValueError, match="residual"):
+        _fnn(init="lsuv", residual=True)
+
+
+def test_fnn_residual_blocks_add_their_input_and_stay_bounded_at_depth():
+    model = _fnn(init="he", residual=True, depth=200).eval()
+    assert not model.layers[0].residual and all(b.residual for b in model.layers[1:])  # 64 -> 128 has no skip
+    x = torch.randn(32, 64)
+    h0 = model.layers[0](x)
+    block = model.layers[1]
+    torch.testing.assert_close(block(h0), h0 + torch.relu(block.linear(h0)))
+    # Branch weights start at He / 199 (number of residual blocks): the stream neither explodes nor vanishes.
+    plain_he = _fnn(init="he", depth=200).layers[1].linear.weight
+    torch.testing.assert_close(block.linear.weight * 199, plain_he)
+    h = h0
+    for b in model.layers[1:]:
+        h = b(h)
+    assert 0.5 < float(h.pow(2).mean().sqrt() / h0.pow(2).mean().sqrt()) < 3.0
+    assert torch.isfinite(model(pixel_values=x).logits).all()
+
+
+def test_fnn_config_without_new_fields_loads_as_before(tmp_path):
+    model = _fnn(init="torch")
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    for key in ("residual", "lsuv_calibrated"):  # a config.json written before these fields existed
+        saved.pop(key)
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    config = FNNConfig.from_pretrained(tmp_path)
+    assert (config.init, config.residual, config.lsuv_calibrated) == ("torch", False, False)
+    reloaded = AutoModelForImageClassification.from_pretrained(tmp_path)
+    x = torch.randn(8, 64)
+    torch.testing.assert_close(reloaded(pixel_values=x).logits, model.eval()(pixel_values=x).logits)
+    assert FNNConfig().init == "he" and FNNConfig().residual is False
