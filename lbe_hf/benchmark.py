@@ -6,20 +6,26 @@ same seed, so the two arms start from identical weights and see the same batches
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
+from .checkpoint import get_last_complete_checkpoint
 from .collect import resolve_target_modules
 from .config import BatchEntropyConfig
 from .data import TensorDictDataset, default_mnist_folder, digits_split, mnist_split
 from .entropy import effective_rank, layer_entropies
 from .models import FNNConfig, FNNForImageClassification
+from .models.fnn import lsuv_init
 from .trainer import LBETrainer
 
 DATASETS = ("mnist", "digits", "mnist01", "digits01")
@@ -40,10 +46,16 @@ def load_split(name: str) -> tuple[TensorDictDataset, TensorDictDataset]:
     return digits_split(normalize=normalize)
 
 
-def build_fnn(input_dim: int, depth: int, init: str, seed: int, width: int = 256) -> FNNForImageClassification:
-    """A vanilla ReLU FNN whose weights depend only on `seed` (same start for the plain and the LBE arm)."""
+def build_fnn(
+    input_dim: int, depth: int, init: str, seed: int, width: int = 256, residual: bool = False
+) -> FNNForImageClassification:
+    """A vanilla ReLU FNN whose weights depend only on `seed` (same start for the plain and the LBE arm).
+
+    init="lsuv" still needs `lsuv_init(model, batch)` (`FNNRun` does it on its probe batch).
+    """
     set_seed(seed)
-    return FNNForImageClassification(FNNConfig(input_dim=input_dim, depth=depth, width=width, init=init))
+    config = FNNConfig(input_dim=input_dim, depth=depth, width=width, init=init, residual=residual)
+    return FNNForImageClassification(config)
 
 
 class EntropyProbe(TrainerCallback):
@@ -87,7 +99,8 @@ class EntropyProbe(TrainerCallback):
             self.model.train(was_training)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.probe(0)
+        if all(step != state.global_step for step, _ in self.history):  # a resumed run has its start already
+            self.probe(state.global_step)
 
     def on_log(self, args, state, control, **kwargs):
         if not self.history or self.history[-1][0] != state.global_step:
@@ -115,20 +128,39 @@ class StepTimer(TrainerCallback):
         self._last = now
 
 
-def fnn_training_args(output_dir: str, lr: float, steps: int, batch_size: int, seed: int, logging_steps: int):
-    """Plain Adam at a constant lr, no weight decay, no clipping: the paper's optimisation of the vanilla nets."""
+def fnn_training_args(
+    output_dir: str,
+    lr: float,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    logging_steps: int,
+    *,
+    epochs: int | None = None,
+    max_grad_norm: float = 0.0,
+    lr_scheduler: str = "constant",
+    warmup_ratio: float = 0.0,
+    save_steps: int | None = None,
+):
+    """Adam (no weight decay) at a constant lr without clipping by default: the paper's optimisation of the vanilla
+    nets. `epochs` (num_train_epochs) replaces `steps` when given; `max_grad_norm` 0 is no clipping (Trainer's own
+    default is 1.0); `save_steps`: a checkpoint every so many steps, only the last one kept."""
     return TrainingArguments(
         output_dir=output_dir,
         learning_rate=lr,
-        max_steps=steps,
+        max_steps=steps if epochs is None else -1,
+        num_train_epochs=epochs if epochs is not None else 3.0,
         per_device_train_batch_size=batch_size,
-        lr_scheduler_type="constant",
+        lr_scheduler_type=lr_scheduler,
+        warmup_steps=warmup_ratio,  # a float in [0, 1) is a fraction of the run (transformers 5: no warmup_ratio)
         weight_decay=0.0,
-        max_grad_norm=0.0,
+        max_grad_norm=max_grad_norm,
         seed=seed,
         data_seed=seed,
         logging_steps=logging_steps,
-        save_strategy="no",
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        save_total_limit=1,
         eval_strategy="no",
         report_to=[],
         use_cpu=True,
@@ -159,9 +191,75 @@ def accuracy(model: torch.nn.Module, dataset: TensorDictDataset, batch_size: int
     return 100.0 * correct / len(dataset)
 
 
+class RunRecorder(TrainerCallback):
+    """Test-accuracy curve (the paper's Fig. 7) every `curve_every` steps and a progress line each time; saves the
+    callbacks' histories into every checkpoint (`RECORDER_FILE`) so a resumed run continues them.
+
+    `curve`: list of (step, test accuracy %). The probe's and timer's lists are saved and restored with it.
+    """
+
+    def __init__(self, model, test, probe, timer, curve_every: int, name: str, log: Callable[[str], None] = print):
+        self.model, self.test, self.probe, self.timer = model, test, probe, timer
+        self.curve_every, self.name, self.log = curve_every, name, log
+        self.curve: list[tuple[int, float]] = []
+        self.seconds_before = 0.0  # training time of earlier processes (a resumed run)
+        self.start = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.start
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.curve_every and state.global_step < state.max_steps:
+            return
+        was_training = self.model.training
+        acc = accuracy(self.model, self.test)
+        self.model.train(was_training)
+        self.curve.append((state.global_step, round(acc, 2)))
+        losses = [log["loss"] for log in state.log_history if "loss" in log]
+        ms = statistics.median(self.timer.times[-50:]) * 1000 if self.timer.times else float("nan")
+        loss = f"{losses[-1]:.3f}" if losses else "-"
+        self.log(
+            f"{self.name} step {state.global_step}/{state.max_steps}: test {acc:.1f}% loss {loss} "
+            f"({ms:.0f} ms/step, {self.seconds():.0f} s)"
+        )
+
+    def state_dict(self) -> dict:
+        return {
+            "curve": self.curve,
+            "seconds": self.seconds(),
+            "step_times": self.timer.times,
+            "probe_entropy": self.probe.history,
+            "probe_effective_rank": self.probe.rank_history,
+            "probe_constant_fraction": self.probe.constant_history,
+        }
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.curve = [tuple(c) for c in saved["curve"]]
+        self.seconds_before, self.start = saved["seconds"], time.perf_counter()
+        self.timer.times = list(saved["step_times"])
+        self.probe.history = [tuple(h) for h in saved["probe_entropy"]]
+        self.probe.rank_history = [tuple(h) for h in saved["probe_effective_rank"]]
+        self.probe.constant_history = [tuple(h) for h in saved["probe_constant_fraction"]]
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        tmp = os.path.join(folder, RECORDER_FILE + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(self.state_dict(), f)
+        os.replace(tmp, os.path.join(folder, RECORDER_FILE))
+
+
+RECORDER_FILE = "benchmark_recorder.json"
+
+
 @dataclass
 class FNNRun:
-    """One trainability run: what was trained and what came out."""
+    """One trainability run: what was trained and what came out.
+
+    `steps` is the budget unless `epochs` is given. Runs with the settings of the first (600-step) sweep
+    (`LEGACY`: width 256, no residual, steps, no clipping, constant lr, no warm-up) keep that sweep's key; any other
+    run's key names every setting, so results of different settings never share a key.
+    """
 
     dataset: str
     depth: int
@@ -172,23 +270,82 @@ class FNNRun:
     steps: int = 600
     batch_size: int = 512
     results: dict = field(default_factory=dict)
+    epochs: int | None = None
+    max_grad_norm: float = 0.0
+    lr_scheduler: str = "constant"
+    warmup_ratio: float = 0.0
+    width: int = 256
+    residual: bool = False
+
+    LEGACY = {
+        "epochs": None,
+        "max_grad_norm": 0.0,
+        "lr_scheduler": "constant",
+        "warmup_ratio": 0.0,
+        "width": 256,
+        "residual": False,
+    }
 
     @property
     def key(self) -> str:
         lbe = "plain" if self.lbe is None else "lbe(" + ",".join(f"{k}={v}" for k, v in sorted(self.lbe.items())) + ")"
-        return f"{self.dataset}/{self.init}/d{self.depth}/s{self.seed}/lr{self.lr:g}/n{self.steps}/{lbe}"
+        if all(getattr(self, k) == v for k, v in self.LEGACY.items()):
+            return f"{self.dataset}/{self.init}/d{self.depth}/s{self.seed}/lr{self.lr:g}/n{self.steps}/{lbe}"
+        arch = self.init + ("+res" if self.residual else "")
+        budget = f"e{self.epochs}" if self.epochs is not None else f"n{self.steps}"
+        return (
+            f"{self.dataset}/{arch}/d{self.depth}/w{self.width}/s{self.seed}/lr{self.lr:g}/b{self.batch_size}/"
+            f"{budget}/clip{self.max_grad_norm:g}/{self.lr_scheduler}/wu{self.warmup_ratio:g}/{lbe}"
+        )
 
-    def execute(self, output_dir: str, logging_steps: int = 25, save_to: str | None = None) -> dict:
-        """Trains and measures; `save_to`: also write the trained model there (`save_model`, alphas included)."""
+    def total_steps(self, n_train: int) -> int:
+        return self.steps if self.epochs is None else self.epochs * math.ceil(n_train / self.batch_size)
+
+    def execute(
+        self,
+        output_dir: str,
+        logging_steps: int = 25,
+        save_to: str | None = None,
+        *,
+        save_every: int | None = None,
+        curve_every: int | None = None,
+        callbacks=(),
+        log: Callable[[str], None] = print,
+    ) -> dict:
+        """Trains and measures.
+
+        Args:
+            output_dir: the Trainer's folder. With `save_every`, a checkpoint every so many steps (the last one
+                kept) goes there, and a run restarted on the same folder resumes from its last complete checkpoint.
+            save_to: also write the trained model there (`save_model`, alphas included).
+            curve_every: test accuracy every so many steps (and at the end); default: 20 points over the run.
+            callbacks: more `TrainerCallback`s.
+        """
         train, test = load_split(self.dataset)
-        model = build_fnn(train.pixel_values.shape[1], self.depth, self.init, self.seed)
+        model = build_fnn(train.pixel_values.shape[1], self.depth, self.init, self.seed, self.width, self.residual)
+        if self.init == "lsuv":
+            lsuv_init(model, train.pixel_values[: self.batch_size])
         config = None if self.lbe is None else BatchEntropyConfig(**self.lbe)
         probe = EntropyProbe(model, train.pixel_values[: self.batch_size], (config or BatchEntropyConfig()).constant)
         timer = StepTimer()
-        args = fnn_training_args(output_dir, self.lr, self.steps, self.batch_size, self.seed, logging_steps)
-        trainer = make_trainer(model, args, train, config, callbacks=(probe, timer))
-        start = time.perf_counter()
-        trainer.train()
+        total = self.total_steps(len(train))
+        curve_every = curve_every or max(1, total // 20)
+        recorder = RunRecorder(model, test, probe, timer, curve_every, self.key, log)
+        args = fnn_training_args(
+            output_dir, self.lr, self.steps, self.batch_size, self.seed, logging_steps, epochs=self.epochs,
+            max_grad_norm=self.max_grad_norm, lr_scheduler=self.lr_scheduler, warmup_ratio=self.warmup_ratio,
+            save_steps=save_every,
+        )  # fmt: skip
+        trainer = make_trainer(model, args, train, config, callbacks=(probe, timer, recorder, *callbacks))
+        resume = get_last_complete_checkpoint(output_dir) if save_every else None
+        if resume is not None and not os.path.isfile(os.path.join(resume, RECORDER_FILE)):
+            log(f"{self.key}: {resume} has no {RECORDER_FILE} (killed while saving?); starting over")
+            resume = None
+        if resume is not None:
+            with open(os.path.join(resume, RECORDER_FILE), encoding="utf-8") as f:
+                recorder.load_state_dict(json.load(f))
+            log(f"{self.key}: resuming from {resume}")
+        trainer.train(resume_from_checkpoint=resume)
         if save_to is not None:
             trainer.save_model(save_to)
         losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
@@ -196,32 +353,21 @@ class FNNRun:
             "test_accuracy": accuracy(model, test),
             "train_accuracy": accuracy(model, train),
             "final_loss": losses[-1] if losses else None,
-            "seconds": time.perf_counter() - start,
+            "seconds": recorder.seconds(),
+            "total_steps": trainer.state.global_step,
+            "resumed_from": None if resume is None else int(resume.rsplit("-", 1)[1]),
             "median_step_s": statistics.median(timer.times) if timer.times else None,
+            "test_curve": recorder.curve,
             "probe_entropy": probe.history,
             "probe_effective_rank": probe.rank_history,
             "probe_constant_fraction": probe.constant_history,
             "alphas": trainer.alphas.tolist() if config is not None else None,
-            "log_history": [
-                {
-                    k: v
-                    for k, v in log.items()
-                    if k
-                    in (
-                        "step",
-                        "loss",
-                        "task_loss",
-                        "lbe_loss",
-                        "entropy_mean",
-                        "entropy_min",
-                        "alpha_mean",
-                        "lbe_skipped",
-                    )
-                }
-                for log in trainer.state.log_history
-            ],
+            "log_history": [{k: v for k, v in log.items() if k in LOG_KEYS} for log in trainer.state.log_history],
         }
         return self.results
+
+
+LOG_KEYS = ("step", "loss", "task_loss", "lbe_loss", "entropy_mean", "entropy_min", "alpha_mean", "lbe_skipped")
 
 
 def peak_rss_mib() -> float:

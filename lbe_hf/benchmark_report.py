@@ -136,14 +136,172 @@ def plot_entropy_over_training(runs: list[dict], path: Path, field: str = "probe
     plt.close(fig)
 
 
-def write_trainability_report(results: dict, folder: Path) -> None:
-    """docs/trainability.md (table), docs/accuracy_vs_depth.png, docs/entropy_<init>_d<depth>.png."""
+BUDGET_FIELDS = ("width", "residual", "batch_size", "epochs", "steps", "max_grad_norm", "lr_scheduler", "warmup_ratio")
+LEGACY = {"width": 256, "residual": False, "epochs": None, "max_grad_norm": 0.0, "lr_scheduler": "constant"}
+
+
+def _budget_group(run: dict) -> tuple:
+    """What a table row of the budget campaign holds fixed: data, net, optimisation (not the seed or LBE setting)."""
+    fields = tuple(run.get(k, LEGACY.get(k, 0.0)) for k in BUDGET_FIELDS)
+    return (run["dataset"], run["init"], run["depth"], run["lr"], *fields)
+
+
+def _mean_se(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values) / len(values) ** 0.5:.1f}"
+
+
+def steps_to(curve: list, level: float) -> int | None:
+    """First step of a (step, test accuracy) curve at or above `level` percent, None if never."""
+    return next((step for step, acc in curve if acc >= level), None)
+
+
+def _net_name(group: tuple) -> str:
+    dataset, init, depth, lr, width, residual, batch, epochs, steps, clip, sched, warmup = group
+    net = f"{init}{' residual' if residual else ''} d{depth} w{width}"
+    budget = f"{epochs} ep" if epochs is not None else f"{steps} steps"
+    opt = f"lr {lr:g}, b {batch}, {budget}, clip {clip:g}, {sched}" + (f", warm-up {warmup:g}" if warmup else "")
+    return dataset, net, opt
+
+
+def budget_table(results: dict) -> str:
+    """One row per net, optimisation and LBE setting: mean ± standard error of the test accuracy over n seeds
+    (as the paper's Table 1), each seed's value, the best point of the test curve, the median step at which the
+    curve first reached 50 %, and the median step time."""
+    groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for run in results.values():
+        groups[_budget_group(run)][setting_name(run["lbe"])].append(run)
+    lines = [
+        "| data | net | optimisation | setting | n | test acc. % (mean ± s.e.) | seeds | best on curve | "
+        "step to 50 % | ms/step |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for group, settings in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        dataset, net, opt = _net_name(group)
+        for name in sorted(settings, key=lambda n: (n != "plain", n != "LBE defaults", n)):
+            runs = sorted(settings[name], key=lambda r: r["seed"])
+            accs = [r["test_accuracy"] for r in runs]
+            seeds = " / ".join(f"{a:.1f} (s{r['seed']})" for a, r in zip(accs, runs))
+            best = " / ".join(
+                f"{max(a for _, a in r['test_curve']):.1f}" if r.get("test_curve") else "-" for r in runs
+            )
+            reached = [steps_to(r.get("test_curve") or [], 50.0) for r in runs]
+            hit = sorted(s for s in reached if s is not None)
+            to50 = f"{statistics.median(hit):.0f} ({len(hit)}/{len(runs)})" if hit else f"never (0/{len(runs)})"
+            ms = statistics.median(r["median_step_s"] * 1000 for r in runs)
+            lines.append(
+                f"| {dataset} | {net} | {opt} | {name} | {len(runs)} | {_mean_se(accs)} | {seeds} | {best} "
+                f"| {to50} | {ms:.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def _setting_flag(lbe: dict | None) -> str:
+    if lbe is None:
+        return "plain"
+    if not lbe:
+        return "default"
+    return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(lbe.items()))
+
+
+def budget_commands(results: dict, results_path: str = "docs/results/trainability_budget.json") -> str:
+    """The trainability.py command line that reruns each row group of `budget_table` (seeds and settings joined)."""
+    commands: dict[tuple, dict[str, set]] = defaultdict(lambda: {"seeds": set(), "settings": set()})
+    for run in results.values():
+        group = _budget_group(run)
+        commands[group]["seeds"].add(run["seed"])
+        commands[group]["settings"].add(_setting_flag(run["lbe"]))
+    lines = []
+    for group, parts in sorted(commands.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        dataset, init, depth, lr, width, residual, batch, epochs, steps, clip, sched, warmup = group
+        budget = f"--epochs {epochs}" if epochs is not None else f"--steps {steps}"
+        settings = " ".join(sorted(parts["settings"], key=lambda n: (n != "plain", n != "default", n)))
+        lines.append(
+            f"python scripts/benchmarks/trainability.py --datasets {dataset} --inits {init}"
+            + (" --residual" if residual else "")
+            + f" --depths {depth} --width {width} --seeds {' '.join(map(str, sorted(parts['seeds'])))} --lrs {lr:g}"
+            f" --batch_size {batch} {budget} --max_grad_norm {clip:g} --lr_scheduler {sched}"
+            f" --warmup_ratio {warmup:g} --lbe_settings {settings} --threads 1 --run_dir runs/trainability"
+            f" --results {results_path}"
+        )
+    return "\n".join(lines)
+
+
+def plot_budget_curves(results: dict, path: Path) -> None:
+    """Test accuracy over training per net (the paper's Fig. 7): one panel per row group, one colour per setting,
+    a thin line per seed and a thick line for the seeds' mean where they share steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for run in results.values():
+        if run.get("test_curve"):
+            groups[_budget_group(run)][setting_name(run["lbe"])].append(run)
+    if not groups:
+        return
+    names = sorted({n for g in groups.values() for n in g}, key=lambda n: (n != "plain", n != "LBE defaults", n))
+    colors = {n: ("0.4" if n == "plain" else f"C{i}") for i, n in enumerate(names)}
+    cols = min(3, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(groups) :]:
+        ax.set_visible(False)
+    for ax, (group, settings) in zip(axes.flat, sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0]))):
+        for name, runs in settings.items():
+            for r in runs:
+                ax.plot(*zip(*r["test_curve"]), color=colors[name], linewidth=0.7, alpha=0.5)
+            steps = [s for s, _ in runs[0]["test_curve"]]
+            if all([s for s, _ in r["test_curve"]] == steps for r in runs):
+                mean = [statistics.mean(r["test_curve"][i][1] for r in runs) for i in range(len(steps))]
+                ax.plot(steps, mean, color=colors[name], linewidth=2, label=f"{name} (mean of {len(runs)})")
+        dataset, net, opt = _net_name(group)
+        ax.set_title(f"{dataset} {net}\n{opt}", fontsize=7)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("test accuracy %")
+        ax.set_ylim(0, 100)
+        ax.legend(fontsize=6)
+    fig.suptitle(f"Vanilla FNN test accuracy during training (made by: {COMMAND})", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_trainability_report(results: dict, folder: Path, budget: dict | None = None) -> None:
+    """folder/trainability.md: the paper-budget campaign (`budget`, if any) first, then the 600-step sweep
+    (`results`) as the short-budget section; plots beside it (budget curves in folder/results/)."""
     folder = Path(folder)
-    if not results:
+    if not results and not budget:
         raise ValueError("no trainability results yet: run scripts/benchmarks/trainability.py first.")
-    table = trainability_table(results)
-    (folder / "trainability.md").write_text(f"<!-- made by: {COMMAND} -->\n\n{table}\n")
-    print(table)
+    parts = [f"<!-- made by: {COMMAND} -->\n"]
+    if budget:
+        (folder / "results").mkdir(parents=True, exist_ok=True)
+        plot_budget_curves(budget, folder / "results" / "trainability_budget_curves.png")
+        parts += [
+            "## Paper budget (100 epochs)\n",
+            "Vanilla ReLU FNNs (no skips, no normalization; `residual` rows add x + f(x) blocks) trained with the "
+            "real `transformers.Trainer` (plain) or `LBETrainer`, Adam, no weight decay. The test accuracy is "
+            "measured after the last step; mean ± standard error over the n seeds (as the paper's Table 1). "
+            "'best on curve' is the highest point of the test-accuracy curve (measured 20 times per run), "
+            "'step to 50 %' the median first step at which the curve reached 50 % (how many seeds did).\n",
+            budget_table(budget) + "\n",
+            "Test accuracy during training (the paper's Fig. 7):\n",
+            "![test accuracy curves](results/trainability_budget_curves.png)\n",
+            "Each row group was run with (results appended to the JSON; a killed run resumes from its checkpoint):\n",
+            "```bash\n" + budget_commands(budget) + "\n```\n",
+        ]
+    if results:
+        parts += [
+            "## Short budget (600 steps)\n",
+            "The earlier sweep: 600 Adam steps at a constant lr, no clipping (`docs/trainability_results.json`).\n",
+            trainability_table(results) + "\n",
+        ]
+    (folder / "trainability.md").write_text("\n".join(parts))
+    print("\n".join(parts))
+    if not results:
+        return
     plot_accuracy_vs_depth(results, folder / "accuracy_vs_depth.png")
     for (dataset, init, depth, lr, _steps), settings in sorted(_group(results).items()):
         if dataset != "mnist" or "plain" not in settings or "LBE defaults" not in settings:

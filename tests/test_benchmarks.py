@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForImageClassification
+from transformers import AutoModelForImageClassification, TrainerCallback
 
-from lbe_hf.benchmark import FNNRun, reset_peak_rss, window_peak_rss_mib
-from lbe_hf.benchmark_report import trainability_table
+from lbe_hf.benchmark import FNNRun, fnn_training_args, reset_peak_rss, window_peak_rss_mib
+from lbe_hf.benchmark_report import budget_table, trainability_table
 from lbe_hf.entropy import PI_E, effective_rank, layer_entropies
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +60,89 @@ def test_fnn_run_plain_vs_lbe_start_from_the_same_weights(tmp_path):
     assert all(0.0 <= f <= 1.0 for _, values in rp["probe_constant_fraction"] for f in values)
 
 
+class _KillAt(TrainerCallback):
+    """Stands in for a kill: the training process dies at `step` (after the checkpoint before it was written)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt(f"killed at step {self.step}")
+
+
+def _budget_run(**kwargs):
+    settings = dict(depth=3, init="torch", seed=0, lr=1e-3, lbe={}, batch_size=64, epochs=3, max_grad_norm=1.0)
+    return FNNRun("digits", **{**settings, **kwargs})
+
+
+def test_killed_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_one(tmp_path):
+    common = dict(logging_steps=4, save_every=8, curve_every=4, log=lambda line: None)
+    whole = _budget_run().execute(str(tmp_path / "whole"), **common)
+    with pytest.raises(KeyboardInterrupt):
+        _budget_run().execute(str(tmp_path / "killed"), **common, callbacks=[_KillAt(13)])
+    assert sorted(p.name for p in (tmp_path / "killed").iterdir()) == ["checkpoint-8"]  # save_total_limit=1
+    lines = []
+    resumed = _budget_run().execute(str(tmp_path / "killed"), **{**common, "log": lines.append})
+    assert resumed["resumed_from"] == 8 and whole["resumed_from"] is None
+    assert any("resuming from" in line and "checkpoint-8" in line for line in lines)
+    assert resumed["total_steps"] == whole["total_steps"] == 3 * 23  # 1437 digits / 64 = 23 steps per epoch
+    # Same weights, alphas, losses and histories as the run that was never killed (steps 9-13 were redone).
+    for field in ("test_accuracy", "train_accuracy", "final_loss", "alphas", "log_history", "test_curve"):
+        assert resumed[field] == whole[field], field
+    assert resumed["probe_entropy"] == whole["probe_entropy"]
+    assert [s for s, _ in whole["test_curve"]] == [*range(4, 69, 4), 69]  # every 4 steps and the last one
+    assert len(resumed["probe_entropy"]) == len(whole["probe_entropy"])
+
+
+def test_run_keys_keep_the_600_step_sweep_and_name_every_new_setting():
+    legacy = FNNRun("mnist", depth=30, init="torch", seed=1, lr=1e-3, lbe={"beta": 0.1})
+    assert legacy.key == "mnist/torch/d30/s1/lr0.001/n600/lbe(beta=0.1)"  # the key the old results are stored under
+    budget = FNNRun("mnist", depth=30, init="torch", seed=1, lr=1e-3, lbe=None, epochs=100, max_grad_norm=1.0)
+    assert budget.key == "mnist/torch/d30/w256/s1/lr0.001/b512/e100/clip1/constant/wu0/plain"
+    variants = [
+        dict(max_grad_norm=0.0),
+        dict(lr_scheduler="linear"),
+        dict(warmup_ratio=0.1),
+        dict(width=128),
+        dict(residual=True),
+        dict(epochs=None, steps=1600),
+        dict(batch_size=256),
+    ]
+    keys = {
+        FNNRun("mnist", 30, "torch", 1, 1e-3, None, **{"epochs": 100, "max_grad_norm": 1.0, **v}).key for v in variants
+    }
+    assert len(keys | {budget.key}) == len(variants) + 1
+    assert budget.total_steps(8000) == 1600 and legacy.total_steps(8000) == 600
+
+
+def test_fnn_training_args_pass_epochs_clipping_and_schedule():
+    args = fnn_training_args("out", 1e-3, 600, 512, 0, 25, epochs=100, max_grad_norm=1.0, lr_scheduler="linear",
+                             warmup_ratio=0.1, save_steps=150)  # fmt: skip
+    assert (args.max_steps, args.num_train_epochs, args.max_grad_norm) == (-1, 100, 1.0)
+    assert args.get_warmup_steps(1600) == 160 and args.lr_scheduler_type == "linear"
+    assert (args.save_strategy, args.save_steps, args.save_total_limit) == ("steps", 150, 1)
+    old = fnn_training_args("out", 1e-3, 600, 512, 0, 25)  # what the 600-step sweep ran
+    assert (old.max_steps, old.max_grad_norm, old.lr_scheduler_type, old.save_strategy) == (600, 0.0, "constant", "no")
+
+
+def test_budget_table_gives_mean_and_standard_error_over_seeds():
+    def run(seed, acc, lbe):
+        return {**_budget_run(seed=seed, lbe=lbe).__dict__, "test_accuracy": acc, "median_step_s": 0.1,
+                "test_curve": [[10, acc / 2], [20, acc]]}  # fmt: skip
+
+    results = {i: run(s, a, {}) for i, (s, a) in enumerate([(0, 90.0), (1, 80.0), (2, 70.0)])}
+    results["plain"] = run(0, 11.5, None)
+    rows = budget_table(results).splitlines()
+    assert len(rows) == 4 and "| plain | 1 | 11.5 |" in rows[2]
+    # mean 80, sd 10, s.e. 10/sqrt(3) = 5.8; 50 % first reached at step 20 (90 % run: step 10).
+    assert (
+        "| LBE defaults | 3 | 80.0 ± 5.8 | 90.0 (s0) / 80.0 (s1) / 70.0 (s2) | 90.0 / 80.0 / 70.0 | 20 (3/3) |"
+        in rows[3]
+    )
+    assert "never (0/1)" in rows[2]
+
+
 def test_effective_rank_counts_independent_directions_not_variance():
     g = torch.Generator().manual_seed(0)
     feature = torch.randn(512, 1, generator=g)
@@ -100,6 +183,20 @@ def test_trainability_script_appends_and_reports(tmp_path, capsys):
     assert "LBE beta=0.1" in table and "| digits | torch | 2 |" in table
     assert (tmp_path / "accuracy_vs_depth.png").stat().st_size > 0
     assert trainability_table(runs).count("\n") == 3  # header, rule, two runs
+    # An epoch budget with a checkpoint folder: the budget section comes first, with the command that reran it.
+    budget = tmp_path / "budget.json"
+    epochs = ["--datasets", "digits", "--depths", "2", "--epochs", "1", "--batch_size", "256", "--max_grad_norm", "0"]
+    epochs += ["--lbe_settings", "plain", "--run_dir", str(tmp_path / "runs"), "--results", str(budget)]
+    main(epochs)
+    (key,) = json.loads(budget.read_text())
+    assert key == "digits/torch/d2/w256/s0/lr0.001/b256/e1/clip0/constant/wu0/plain"
+    assert list((tmp_path / "runs").iterdir()) == []  # a finished run's checkpoints are deleted
+    main(["--report", "--results", str(results), "--budget_results", str(budget)])
+    doc = (tmp_path / "trainability.md").read_text()
+    assert doc.index("## Paper budget (100 epochs)") < doc.index("## Short budget (600 steps)")
+    assert "| digits | torch d2 w256 | lr 0.001, b 256, 1 ep, clip 0, constant | plain | 1 |" in doc
+    assert "--inits torch --depths 2 --width 256 --seeds 0 --lrs 0.001 --batch_size 256 --epochs 1" in doc
+    assert (tmp_path / "results" / "trainability_budget_curves.png").stat().st_size > 0
 
 
 def test_reference_loop_runs_both_arms_and_appends(tmp_path):
@@ -108,9 +205,13 @@ def test_reference_loop_runs_both_arms_and_appends(tmp_path):
     common = ["--dataset", "digits", "--depth", "3", "--steps", "4", "--batch_size", "64", "--results", str(results)]
     main([*common, "--seeds", "0", "1"])
     main([*common, "--seeds", "0", "--plain"])
+    main([*common, "--seeds", "0", "--batches", "replacement", "--max_grad_norm", "1"])
     rows = [json.loads(line) for line in results.read_text().splitlines()]
-    assert [(r["seed"], r["plain"]) for r in rows] == [(0, False), (1, False), (0, True)]
+    assert [(r["seed"], r["plain"]) for r in rows] == [(0, False), (1, False), (0, True), (0, False)]
     assert all(0.0 <= r["test_accuracy"] <= 100.0 for r in rows) and "seeds" not in rows[0]
+    assert (rows[3]["batches"], rows[3]["max_grad_norm"]) == ("replacement", 1.0) and rows[0]["batches"] == "epoch"
+    main(["--dataset", "digits", "--depth", "2", "--epochs", "2", "--batch_size", "512", "--results", str(results)])
+    assert json.loads(results.read_text().splitlines()[-1])["total_steps"] == 6  # 1437 digits: 3 batches/epoch
 
 
 def _current_rss_mib() -> float:

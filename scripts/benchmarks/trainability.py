@@ -2,11 +2,15 @@
 
 Runs every combination of the given datasets, inits, depths, seeds and LBE settings (plain Trainer vs LBETrainer,
 same seed, data and optimiser), one after the other, appending each finished run to `--results` (JSON), so an
-interrupted sweep keeps what it measured and a rerun skips runs already there. `--report` turns the JSON into the
-markdown table and plots in docs/.
+interrupted sweep keeps what it measured and a rerun skips runs already there. With `--run_dir`, each run also
+writes Trainer checkpoints into `<run_dir>/<run key>` and a restarted sweep resumes an unfinished run from its
+last complete checkpoint (the folder is deleted once the run's result is written). `--report` turns the JSON files
+into docs/trainability.md and the plots.
 
     python scripts/benchmarks/trainability.py --datasets mnist --inits torch --depths 30 50 --seeds 0
     python scripts/benchmarks/trainability.py --inits he --depths 10 30 --lbe_settings plain default
+    python scripts/benchmarks/trainability.py --epochs 100 --max_grad_norm 1 --run_dir runs/trainability \
+        --results docs/results/trainability_budget.json
     python scripts/benchmarks/trainability.py --report
 """
 
@@ -15,15 +19,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
-from lbe_hf.benchmark import DATASETS, FNNRun
+from lbe_hf.benchmark import DATASETS, FNNRun, load_split
 from lbe_hf.benchmark_report import auto_alpha_table, write_trainability_report
+from lbe_hf.models.fnn import INITS
 
-DEFAULT_RESULTS = Path(__file__).resolve().parents[2] / "docs" / "trainability_results.json"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+DEFAULT_RESULTS = DOCS / "trainability_results.json"  # the 600-step sweep
+BUDGET_RESULTS = DOCS / "results" / "trainability_budget.json"  # the paper-budget (epochs) campaign
 
 
 def parse_setting(text: str) -> dict | None:
@@ -47,12 +55,33 @@ def parse_setting(text: str) -> dict | None:
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", nargs="+", default=["mnist"], choices=DATASETS)
-    p.add_argument("--inits", nargs="+", default=["torch"], choices=["torch", "he"])
+    p.add_argument("--inits", nargs="+", default=["torch"], choices=INITS)
+    p.add_argument("--residual", action="store_true", help="x + f(x) blocks (FNNConfig(residual=True)): the ceiling")
     p.add_argument("--depths", nargs="+", type=int, default=[30, 50])
+    p.add_argument("--width", type=int, default=256)
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--lrs", nargs="+", type=float, default=[1e-3])
-    p.add_argument("--steps", type=int, default=600)
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, default=600, help="optimizer steps (max_steps)")
+    budget.add_argument("--epochs", type=int, default=None, help="epochs (num_train_epochs) instead of --steps")
     p.add_argument("--batch_size", type=int, default=512)
+    p.add_argument(
+        "--max_grad_norm", type=float, default=1.0, help="gradient clipping (Trainer's default 1.0); 0 = off"
+    )
+    p.add_argument(
+        "--lr_scheduler",
+        default="constant",
+        help="lr_scheduler_type: 'constant' (the paper's Adam, the default here) or Trainer's own default 'linear'",
+    )
+    p.add_argument("--warmup_ratio", type=float, default=0.0, help="linear warm-up over this fraction of the run")
+    p.add_argument(
+        "--run_dir",
+        type=Path,
+        default=None,
+        help="checkpoint each run into RUN_DIR/<run key> and resume it from there after a kill",
+    )
+    p.add_argument("--save_every", type=int, default=None, help="steps between checkpoints (default: 10 per run)")
+    p.add_argument("--curve_every", type=int, default=None, help="steps between test-accuracy points (default: 20)")
     p.add_argument(
         "--lbe_settings",
         nargs="+",
@@ -69,7 +98,13 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="also save each trained model in DIR/<run key, '/' -> '_'> (e.g. for `lbe-hf diagnose`)",
     )
-    p.add_argument("--report", action="store_true", help="only write docs/ tables and plots from --results")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="only write DIR/trainability.md and plots (DIR: --results' folder, or docs/ for the default files): "
+        "the --budget_results runs first, then the --results (600-step) runs",
+    )
+    p.add_argument("--budget_results", type=Path, default=None, help=f"with --report (default {BUDGET_RESULTS.name})")
     p.add_argument(
         "--auto_table",
         nargs="+",
@@ -87,7 +122,9 @@ def load_results(path: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     args = make_parser().parse_args(argv)
     if args.report:
-        write_trainability_report(load_results(args.results), args.results.parent)
+        budget = args.budget_results or (BUDGET_RESULTS if args.results == DEFAULT_RESULTS else None)
+        folder = DOCS if args.results == DEFAULT_RESULTS else args.results.parent
+        write_trainability_report(load_results(args.results), folder, budget=budget and load_results(budget))
         return
     if args.auto_table:
         merged = {k: v for path in args.auto_table for k, v in load_results(path).items()}
@@ -101,23 +138,51 @@ def main(argv: list[str] | None = None) -> None:
                 for lr in args.lrs:
                     for seed in args.seeds:
                         for setting in args.lbe_settings:
-                            run = FNNRun(dataset, depth, init, seed, lr, setting, args.steps, args.batch_size)
-                            done = load_results(args.results)
-                            if run.key in done:
-                                print(f"skip (done) {run.key}: {done[run.key]['test_accuracy']:.1f}%", flush=True)
-                                continue
-                            with tempfile.TemporaryDirectory() as tmp:
-                                folder = args.save_models and str(args.save_models / run.key.replace("/", "_"))
-                                res = run.execute(tmp, save_to=folder)
-                            done = load_results(args.results)  # re-read: another sweep may have appended
-                            done[run.key] = {**run.__dict__, "results": None, **res}
-                            args.results.parent.mkdir(parents=True, exist_ok=True)
-                            args.results.write_text(json.dumps(done))  # compact: per-layer histories are long
-                            print(
-                                f"{run.key}: test {res['test_accuracy']:.1f}% train {res['train_accuracy']:.1f}% "
-                                f"({res['median_step_s'] * 1000:.0f} ms/step, {res['seconds']:.0f} s)",
-                                flush=True,
-                            )
+                            run = FNNRun(
+                                dataset, depth, init, seed, lr, setting, args.steps, args.batch_size,
+                                epochs=args.epochs, max_grad_norm=args.max_grad_norm,
+                                lr_scheduler=args.lr_scheduler, warmup_ratio=args.warmup_ratio, width=args.width,
+                                residual=args.residual,
+                            )  # fmt: skip
+                            execute(run, args)
+
+
+def execute(run: FNNRun, args: argparse.Namespace) -> None:
+    """Runs one FNNRun unless --results has it, then appends its result."""
+    done = load_results(args.results)
+    if run.key in done:
+        print(f"skip (done) {run.key}: {done[run.key]['test_accuracy']:.1f}%", flush=True)
+        return
+    folder = args.save_models and str(args.save_models / run.key.replace("/", "_"))
+    total = run.total_steps(len(load_split(run.dataset)[0]))
+    logging_steps = max(25, total // 32)  # the probe runs at each log: ~32 points keep a long run's JSON small
+    if args.run_dir is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            res = run.execute(tmp, logging_steps, save_to=folder, curve_every=args.curve_every, log=_print)
+    else:
+        run_dir = args.run_dir / run.key.replace("/", "_")
+        save_every = args.save_every or max(logging_steps, total // 10 // logging_steps * logging_steps)
+        res = run.execute(
+            str(run_dir), logging_steps, save_to=folder, save_every=save_every, curve_every=args.curve_every,
+            log=_print,
+        )  # fmt: skip
+    done = load_results(args.results)  # re-read: another sweep may have appended
+    done[run.key] = {**run.__dict__, "results": None, **res}
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = args.results.with_suffix(".json.tmp")
+    tmp_path.write_text(json.dumps(done))  # compact: per-layer histories are long
+    os.replace(tmp_path, args.results)  # a kill mid-write leaves the old file whole
+    if args.run_dir is not None:
+        shutil.rmtree(args.run_dir / run.key.replace("/", "_"), ignore_errors=True)
+    print(
+        f"{run.key}: test {res['test_accuracy']:.1f}% train {res['train_accuracy']:.1f}% "
+        f"({res['median_step_s'] * 1000:.0f} ms/step, {res['seconds']:.0f} s)",
+        flush=True,
+    )
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
 
 
 if __name__ == "__main__":
