@@ -145,6 +145,8 @@ def fnn_training_args(
     """Adam (no weight decay) at a constant lr without clipping by default: the paper's optimisation of the vanilla
     nets. `epochs` (num_train_epochs) replaces `steps` when given; `max_grad_norm` 0 is no clipping (Trainer's own
     default is 1.0); `save_steps`: a checkpoint every so many steps, only the last one kept."""
+    if not 0.0 <= warmup_ratio < 1.0:
+        raise ValueError(f"warmup_ratio is a fraction of the run in [0, 1), got {warmup_ratio}.")
     return TrainingArguments(
         output_dir=output_dir,
         learning_rate=lr,

@@ -210,8 +210,13 @@ def test_reference_loop_runs_both_arms_and_appends(tmp_path):
     assert [(r["seed"], r["plain"]) for r in rows] == [(0, False), (1, False), (0, True), (0, False)]
     assert all(0.0 <= r["test_accuracy"] <= 100.0 for r in rows) and "seeds" not in rows[0]
     assert (rows[3]["batches"], rows[3]["max_grad_norm"]) == ("replacement", 1.0) and rows[0]["batches"] == "epoch"
-    main(["--dataset", "digits", "--depth", "2", "--epochs", "2", "--batch_size", "512", "--results", str(results)])
-    assert json.loads(results.read_text().splitlines()[-1])["total_steps"] == 6  # 1437 digits: 3 batches/epoch
+    epochs = ["--dataset", "digits", "--depth", "2", "--epochs", "2", "--batch_size", "512", "--results", str(results)]
+    main(epochs)
+    last = json.loads(results.read_text().splitlines()[-1])
+    assert (last["total_steps"], last["steps"]) == (6, None)  # 1437 digits: 3 batches per epoch
+    main([*epochs, "--seeds", "0", "1"])  # a restarted queue: seed 0 is there, only seed 1 runs
+    assert [json.loads(line)["seed"] for line in results.read_text().splitlines()][-2:] == [0, 1]
+    assert len(results.read_text().splitlines()) == 6
 
 
 def _current_rss_mib() -> float:

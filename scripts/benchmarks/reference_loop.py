@@ -81,6 +81,18 @@ def run(args: argparse.Namespace, seed: int) -> dict:
     }
 
 
+def _done(args: argparse.Namespace, seed: int) -> bool:
+    """Whether --results already holds a row of these settings and seed (a restarted queue skips it)."""
+    if not args.results.is_file():
+        return False
+    wanted = {k: v for k, v in vars(args).items() if k not in ("seeds", "results", "threads")}
+    for line in args.results.read_text().splitlines():
+        row = json.loads(line)
+        if row.get("seed") == seed and all(row.get(k) == v for k, v in wanted.items()):
+            return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="mnist", choices=DATASETS)
@@ -108,7 +120,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results", type=Path, default=None, help="append one JSON line per run here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.epochs is not None:
+        args.steps = None  # the budget is the epochs; the row records total_steps
     for seed in args.seeds:
+        if args.results is not None and _done(args, seed):
+            print(f"skip (done) seed {seed}: already in {args.results}", flush=True)
+            continue
         result = run(args, seed)
         print(json.dumps(result), flush=True)
         if args.results is not None:
