@@ -42,7 +42,7 @@ _ANY = r"(.*\.)?"
 DEFAULT_TARGETS_DOC: tuple[FamilyTargets, ...] = (
     FamilyTargets(
         "encoder",
-        "BERT, RoBERTa, XLM-R, ELECTRA, DeBERTa-v2 (MiniLM is a BERT)",
+        "BERT, RoBERTa, XLM-R, ELECTRA, DeBERTa-v2, MiniLM (the FFN's, not `attention.output.dense`)",
         ("bert", "roberta", "xlm-roberta", "electra", "deberta-v2"),
         _ANY + r"layer\.\d+\.output\.dense",
         "layer.N.output.dense",
