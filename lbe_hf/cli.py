@@ -17,11 +17,15 @@ SUBCOMMANDS = {
 }
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help shows every option's default and keeps the epilog's line breaks (exit status tables)."""
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lbe-hf", description="Layerwise batch-entropy regularization tools.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in SUBCOMMANDS.items():
-        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_HelpFormatter)
         sub_parser.set_defaults(_module=module)
         importlib.import_module(module).add_arguments(sub_parser)
     return parser
@@ -33,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     chosen = next((a for a in argv if not a.startswith("-")), None)
     if chosen in SUBCOMMANDS:
         module = importlib.import_module(SUBCOMMANDS[chosen][0])
-        parser = argparse.ArgumentParser(prog=f"lbe-hf {chosen}", description=SUBCOMMANDS[chosen][1])
+        parser = argparse.ArgumentParser(
+            prog=f"lbe-hf {chosen}", description=SUBCOMMANDS[chosen][1], formatter_class=_HelpFormatter
+        )
         module.add_arguments(parser)
         rest = list(argv)
         rest.remove(chosen)

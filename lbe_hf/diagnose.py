@@ -21,7 +21,7 @@ neuron a scaled copy of one feature: eq. 3 is satisfied, yet one number per samp
 learn at depth 30, so it is a hint, not a collapse. It is scale-free, so at initialisation a collapsed net's
 tiny deviations read high ranks: the relative spread decides there.
 
-Exit status: 0 healthy, 1 collapsed (some layer erased, or the probe failed), 2 bad input.
+Exit status: 0 healthy, 1 collapsed (some layer erased, or the probe failed), 2 bad input (also in --help).
 """
 
 from __future__ import annotations
@@ -220,7 +220,20 @@ def diagnose(
 # ---- command line ---------------------------------------------------------------------------------------------
 
 
+# Defaults that depend on the model's input: a forward of 512 x 128 tokens takes ~100 s on a laptop CPU for MiniLM.
+IMAGE_DEFAULTS = {"batch_size": 512, "probe_steps": 30, "probe_batch_size": 128}
+TOKEN_DEFAULTS = {"batch_size": 32, "probe_steps": 10, "probe_batch_size": 16}
+DEFAULT_PLOT = os.path.join("lbe_diagnose", "diagnose.png")
+EPILOG = """exit status:
+  0  healthy: information reaches every layer (and the probe, if run, learns or is inconclusive)
+  1  collapsed: some layer passes no information, or the probe neither learns nor keeps information
+  2  bad input (missing folder, unknown FNN key, data that does not fit the model, ...): the message says
+     what to change
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
     parser.add_argument(
         "model", help="a local checkpoint folder or Hub id, or an lbe_hf FNN spec such as 'fnn:depth=50,init=torch'"
     )
@@ -229,24 +242,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="'mnist' (shared MNIST idx files), 'digits' (scikit-learn), a folder of MNIST-format idx files, a JSON "
         "Lines file with text ('sentence' or 'sentence1'/'sentence2') and 'label', or 'synthetic' (random inputs of "
-        "the model's shape, no probe). Default: mnist/digits for 784/64-input FNNs, else synthetic.",
+        "the model's shape, no probe). None: mnist/digits for 784/64-input FNNs, else synthetic (the report then "
+        "says so).",
     )
     parser.add_argument(
         "--standardize",
         action="store_true",
         help="MNIST/digits pixels standardised to mean 0, std 1 (as the trainability benchmark's 'mnist'), not [0, 1]",
     )
-    parser.add_argument("--batch_size", type=int, default=512, help="samples in the measured (held-out) batch")
-    parser.add_argument("--seq_len", type=int, default=128, help="sequence length of text inputs")
-    parser.add_argument("--probe_steps", type=int, default=30, help="Adam steps of the probe; 0 turns it off")
-    parser.add_argument("--probe_lr", type=float, default=1e-3)
-    parser.add_argument("--probe_batch_size", type=int, default=128)
-    parser.add_argument("--spread_threshold", type=float, default=SPREAD_THRESHOLD)
-    parser.add_argument("--target_modules", nargs="+", default=None, help="layers to measure (default: LBE's)")
-    parser.add_argument("--entropy_constant", choices=sorted(CONSTANTS), default="pi_e")
-    parser.add_argument("--plot", default="lbe_diagnose.png", help="PNG to write ('' for none)")
+    parser.add_argument(
+        "--batch_size",
+        type=int,
+        default=None,
+        help="samples in the measured (held-out) batch; None: "
+        f"{IMAGE_DEFAULTS['batch_size']} for image/FNN models, {TOKEN_DEFAULTS['batch_size']} for token inputs",
+    )
+    parser.add_argument("--seq_len", type=int, default=128, help="sequence length of text (token) inputs")
+    parser.add_argument(
+        "--probe_steps",
+        type=int,
+        default=None,
+        help="Adam steps of the probe (needs labelled --data); 0 turns it off; None: "
+        f"{IMAGE_DEFAULTS['probe_steps']} for image/FNN models, {TOKEN_DEFAULTS['probe_steps']} for token inputs",
+    )
+    parser.add_argument("--probe_lr", type=float, default=1e-3, help="learning rate of the probe's Adam")
+    parser.add_argument(
+        "--probe_batch_size",
+        type=int,
+        default=None,
+        help="training batch of each probe step; None: "
+        f"{IMAGE_DEFAULTS['probe_batch_size']} for image/FNN models, {TOKEN_DEFAULTS['probe_batch_size']} for tokens",
+    )
+    parser.add_argument(
+        "--spread_threshold",
+        type=float,
+        default=SPREAD_THRESHOLD,
+        help="a layer whose relative spread (share of its signal that differs between samples) is below this is "
+        "collapsed",
+    )
+    parser.add_argument(
+        "--target_modules", nargs="+", default=None, help="layers to measure; None: LBE's default targets"
+    )
+    parser.add_argument(
+        "--entropy_constant", choices=sorted(CONSTANTS), default="pi_e", help="c of eq. 3 (pi_e: the authors' code)"
+    )
+    parser.add_argument("--plot", default=DEFAULT_PLOT, help="PNG to write, its folder created ('' for none)")
     parser.add_argument("--json", default=None, help="also write the measurements as JSON here")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the model's init (FNN specs), data order, probe")
+
+
+def _input_note(model: nn.Module, inputs: dict) -> str | None:
+    """What the report says when no real data was measured (random inputs, no probe)."""
+    if "labels" in inputs:
+        return None
+    shape = "x".join(str(d) for d in next(iter(inputs.values())).shape)
+    kind = "token ids" if "input_ids" in inputs else "inputs"
+    return (
+        f"no real data: measured on random {kind} of shape {shape} and skipped the probe (it needs labels). "
+        "Pass --data (a JSON Lines file with text and 'label', or images) to measure real inputs and run the probe."
+    )
 
 
 def _print_report(result: Diagnosis, out=None) -> None:
@@ -277,12 +331,18 @@ def _print_report(result: Diagnosis, out=None) -> None:
 def run(args: argparse.Namespace) -> int:
     """The CLI: 0 healthy, 1 collapsed, 2 bad input (with a message saying what to change)."""
     try:
+        if args.batch_size is not None and args.batch_size < 2:
+            raise ValueError(f"--batch_size {args.batch_size}: batch entropy needs at least 2 samples.")
+        torch.manual_seed(args.seed)
+        model = load_model(args.model, args.data)
+        defaults = IMAGE_DEFAULTS if getattr(model, "main_input_name", None) == "pixel_values" else TOKEN_DEFAULTS
+        for key, value in defaults.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
         if args.batch_size < 2:
             raise ValueError(f"--batch_size {args.batch_size}: batch entropy needs at least 2 samples.")
         if args.probe_steps < 0:
             raise ValueError(f"--probe_steps must be >= 0, got {args.probe_steps}.")
-        torch.manual_seed(args.seed)
-        model = load_model(args.model, args.data)
         inputs, train = load_inputs(
             model, args.model, args.data, args.batch_size, args.seq_len, args.seed, args.standardize
         )
@@ -290,6 +350,9 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError, KeyError) as e:
         print(f"lbe-hf diagnose: error: {e}", file=sys.stderr)
         return 2
+    note = _input_note(model, inputs)
+    if note:
+        print(note)
     result = diagnose(
         model,
         inputs,
@@ -316,7 +379,7 @@ def run(args: argparse.Namespace) -> int:
             title=f"{os.path.basename(args.model.rstrip('/'))}: {'COLLAPSED' if result.collapsed else 'healthy'}",
             threshold=args.spread_threshold,
         )
-        print(f"plot: {args.plot}")
+        print(f"plot: {os.path.abspath(args.plot)}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({**asdict(result), "collapsed": result.collapsed, "model": args.model}, f, indent=1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import torch
@@ -123,16 +124,18 @@ def plot_loss_surface(surface: dict, path: str, title: str = "") -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="checkpoint folder, Hub id, or an FNN spec such as 'fnn:depth=30,init=torch'")
     parser.add_argument("--data", default=None, help="labelled data, as for `lbe-hf diagnose` (not 'synthetic')")
-    parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--seq_len", type=int, default=128)
+    parser.add_argument("--batch_size", type=int, default=256, help="samples of the batch the losses are computed on")
+    parser.add_argument("--seq_len", type=int, default=128, help="sequence length of text inputs")
     parser.add_argument("--steps", type=int, default=21, help="grid points per direction (steps^2 forward passes)")
     parser.add_argument("--span", type=float, default=1.0, help="grid covers [-span, span] along each direction")
     parser.add_argument("--alpha", default="0.5", help="entropy target for untrained alphas, or 'auto'")
-    parser.add_argument("--beta", type=float, default=0.5)
-    parser.add_argument("--alpha_min", type=float, default=0.2)
-    parser.add_argument("--output", default="lbe_loss_surface.png", help="PNG to write")
+    parser.add_argument("--beta", type=float, default=0.5, help="weight of the LBE term")
+    parser.add_argument("--alpha_min", type=float, default=0.2, help="lowest entropy target")
+    parser.add_argument(
+        "--output", default=os.path.join("lbe_loss_surface", "loss_surface.png"), help="PNG to write (folder created)"
+    )
     parser.add_argument("--json", default=None, help="also write the grids as JSON here")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random directions and the data order")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -153,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         f"{args.steps}x{args.steps} grid over [-{args.span:g}, {args.span:g}]^2; at the centre: task loss "
         f"{surface['task_loss'][centre][centre]:.4f}, L_BE {surface['lbe_loss'][centre][centre]:.4f}"
     )
-    print(f"plot: {plot_loss_surface(surface, args.output, title=args.model)}")
+    print(f"plot: {os.path.abspath(plot_loss_surface(surface, args.output, title=args.model))}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(surface, f)

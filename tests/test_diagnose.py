@@ -162,8 +162,39 @@ def test_text_model_with_jsonl_and_synthetic_inputs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "encoder.layer.1.output.dense" in out and "probe: 2 Adam steps" in out
     assert main(argv) == 0  # synthetic token ids, forward stage only
-    assert "encoder.layer.0.output.dense" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "encoder.layer.0.output.dense" in out
+    assert "no real data: measured on random token ids of shape 16x32 and skipped the probe" in out
     assert main(argv + ["--data", "mnist"]) == 2
+    # No --batch_size: token models get a small default batch (32 x seq_len), not the FNN's 512.
+    assert main(["diagnose", str(folder), "--seq_len", "32", "--plot", ""]) == 0
+    assert "random token ids of shape 32x32" in capsys.readouterr().out
+
+
+def test_help_shows_defaults_help_and_exit_status(capsys):
+    for command in ("diagnose", "demo", "loss-surface"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        text = capsys.readouterr().out
+        options = [line.split()[0] for line in text.splitlines() if line.startswith("  --")]
+        assert options, text
+        # Every option has a help text (argparse puts it on the option's line or the next one).
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("  --") and line.split()[0] != "--help":
+                after_flag = line.strip().split("  ", 1)
+                assert len(after_flag) == 2 or lines[i + 1].startswith("    "), line
+        if command == "diagnose":
+            assert "(default: 1e-05)" in text and "exit status:" in text and "2  bad input" in text
+
+
+@needs_mnist
+def test_plot_goes_to_a_stated_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["diagnose", "fnn:depth=10,init=torch", "--probe_steps", "0", "--batch_size", "64"]) == 0
+    png = tmp_path / "lbe_diagnose" / "diagnose.png"
+    assert png.stat().st_size > 5000 and f"plot: {png}" in capsys.readouterr().out
 
 
 def test_loss_surface_function_and_cli(tmp_path):
