@@ -42,8 +42,9 @@ _ANY = r"(.*\.)?"
 DEFAULT_TARGETS_DOC: tuple[FamilyTargets, ...] = (
     FamilyTargets(
         "encoder",
-        "BERT, RoBERTa, XLM-R, ELECTRA, DeBERTa-v2, MiniLM (the FFN's, not `attention.output.dense`)",
-        ("bert", "roberta", "xlm-roberta", "electra", "deberta-v2"),
+        "BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA, DeBERTa, DeBERTa-v2, MPNet, MiniLM (the FFN's, not "
+        "`attention.output.dense`)",
+        ("bert", "roberta", "xlm-roberta", "camembert", "electra", "deberta", "deberta-v2", "mpnet"),
         _ANY + r"layer\.\d+\.output\.dense",
         "layer.N.output.dense",
     ),
@@ -59,13 +60,24 @@ DEFAULT_TARGETS_DOC: tuple[FamilyTargets, ...] = (
     FamilyTargets("decoder", "GPT-2", ("gpt2",), _ANY + r"h\.\d+\.mlp\.c_proj", "h.N.mlp.c_proj"),
     FamilyTargets(
         "decoder",
-        "Llama, Mistral, Qwen2, Qwen3, Gemma 2, Gemma 3 (text), Phi-3",
-        ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3"),
+        "Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3 (text), Phi-3",
+        ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3"),
         _ANY + r"layers\.\d+\.mlp\.down_proj",
         "layers.N.mlp.down_proj",
     ),
+    FamilyTargets("decoder", "Phi-1, Phi-2", ("phi",), _ANY + r"layers\.\d+\.mlp\.fc2", "layers.N.mlp.fc2"),
+    FamilyTargets("decoder", "StarCoder2", ("starcoder2",), _ANY + r"layers\.\d+\.mlp\.c_proj", "layers.N.mlp.c_proj"),
     FamilyTargets("decoder", "OPT", ("opt",), _ANY + r"layers\.\d+\.fc2", "layers.N.fc2"),
-    FamilyTargets("decoder", "Falcon", ("falcon",), _ANY + r"h\.\d+\.mlp\.dense_4h_to_h", "h.N.mlp.dense_4h_to_h"),
+    FamilyTargets(
+        "decoder", "Falcon, BLOOM", ("falcon", "bloom"), _ANY + r"h\.\d+\.mlp\.dense_4h_to_h", "h.N.mlp.dense_4h_to_h"
+    ),
+    FamilyTargets(
+        "decoder",
+        "GPT-NeoX (Pythia)",
+        ("gpt_neox",),
+        _ANY + r"layers\.\d+\.mlp\.dense_4h_to_h",
+        "layers.N.mlp.dense_4h_to_h",
+    ),
     FamilyTargets(
         "MoE decoder",
         "Mixtral, Qwen2-MoE, DeepSeek-V3 (sparse and dense blocks alike)",
@@ -82,8 +94,8 @@ DEFAULT_TARGETS_DOC: tuple[FamilyTargets, ...] = (
     ),
     FamilyTargets(
         "encoder-decoder",
-        "T5",
-        ("t5",),
+        "T5, mT5",
+        ("t5", "mt5"),
         _ANY + r"block\.\d+\.layer\.\d+\.DenseReluDense\.wo",
         "encoder.block.N.layer.1.DenseReluDense.wo, decoder.block.N.layer.2.DenseReluDense.wo",
     ),
@@ -95,6 +107,13 @@ DEFAULT_TARGETS_DOC: tuple[FamilyTargets, ...] = (
         "encoder.layers.N.fc2, decoder.layers.N.fc2",
     ),
     FamilyTargets("vision", "ViT", ("vit",), _ANY + r"layers\.\d+\.mlp\.fc2", "layers.N.mlp.fc2"),
+    FamilyTargets(
+        "vision-language",
+        "CLIP, SigLIP (text and vision towers, or either alone)",
+        ("clip", "clip_text_model", "clip_vision_model", "siglip", "siglip_text_model", "siglip_vision_model"),
+        _ANY + r"encoder\.layers\.\d+\.mlp\.fc2",
+        "text_model.encoder.layers.N.mlp.fc2, vision_model.encoder.layers.N.mlp.fc2",
+    ),
     FamilyTargets("vision", "Swin", ("swin",), _ANY + r"blocks\.\d+\.mlp\.fc2", "layers.N.blocks.N.mlp.fc2"),
     FamilyTargets(
         "vision", "ConvNeXt", ("convnext",), _ANY + r"stages\.\d+\.layers\.\d+\.pwconv2", "stages.N.layers.N.pwconv2"

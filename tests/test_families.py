@@ -23,6 +23,8 @@ T5 = dict(
 CONV = dict(conv_dim=(8, 8), conv_stride=(4, 4), conv_kernel=(8, 8), num_conv_pos_embeddings=4)
 CONV.update(num_conv_pos_embedding_groups=2, **H)
 DEC = dict(num_key_value_heads=2, **H)
+TOWER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48)
+TEXT, VISION = dict(vocab_size=99, **TOWER), dict(image_size=8, patch_size=4, **TOWER)
 MOE = dict(num_experts_per_tok=2, moe_intermediate_size=16, **DEC)
 
 # model_type -> tiny model; hidden 32, 2 blocks per stack, 2 heads, vocab 99
@@ -30,6 +32,9 @@ FAMILIES = {
     "bert": lambda: tf.BertForSequenceClassification(tf.BertConfig(**H)),
     "roberta": lambda: tf.RobertaForSequenceClassification(tf.RobertaConfig(**H)),
     "xlm-roberta": lambda: tf.XLMRobertaForMaskedLM(tf.XLMRobertaConfig(**H)),
+    "camembert": lambda: tf.CamembertForSequenceClassification(tf.CamembertConfig(**H)),
+    "deberta": lambda: tf.DebertaForSequenceClassification(tf.DebertaConfig(**H)),
+    "mpnet": lambda: tf.MPNetForMaskedLM(tf.MPNetConfig(**H)),
     "electra": lambda: tf.ElectraForSequenceClassification(tf.ElectraConfig(embedding_size=32, **H)),
     "deberta-v2": lambda: tf.DebertaV2ForSequenceClassification(tf.DebertaV2Config(**H)),
     "distilbert": lambda: tf.DistilBertForSequenceClassification(
@@ -44,9 +49,14 @@ FAMILIES = {
     "mistral": lambda: tf.MistralForCausalLM(tf.MistralConfig(**DEC)),
     "qwen2": lambda: tf.Qwen2ForCausalLM(tf.Qwen2Config(**DEC)),
     "qwen3": lambda: tf.Qwen3ForCausalLM(tf.Qwen3Config(head_dim=16, **DEC)),
+    "gemma": lambda: tf.GemmaForCausalLM(tf.GemmaConfig(head_dim=16, **DEC)),
     "gemma2": lambda: tf.Gemma2ForCausalLM(tf.Gemma2Config(head_dim=16, **DEC)),
     "gemma3_text": lambda: tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(head_dim=16, **DEC)),
     "phi3": lambda: tf.Phi3ForCausalLM(tf.Phi3Config(**IDS, **DEC)),
+    "phi": lambda: tf.PhiForCausalLM(tf.PhiConfig(**H)),
+    "starcoder2": lambda: tf.Starcoder2ForCausalLM(tf.Starcoder2Config(**DEC)),
+    "bloom": lambda: tf.BloomForCausalLM(tf.BloomConfig(hidden_size=32, n_layer=2, n_head=2, vocab_size=99)),
+    "gpt_neox": lambda: tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(**H)),
     "opt": lambda: tf.OPTForCausalLM(
         tf.OPTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, ffn_dim=37, vocab_size=99)
     ),
@@ -78,12 +88,19 @@ FAMILIES = {
         )
     ),
     "t5": lambda: tf.T5ForConditionalGeneration(tf.T5Config(**T5)),
+    "mt5": lambda: tf.MT5ForConditionalGeneration(tf.MT5Config(**T5)),
     "bart": lambda: tf.BartForConditionalGeneration(tf.BartConfig(**SEQ2SEQ)),
     "mbart": lambda: tf.MBartForConditionalGeneration(tf.MBartConfig(**SEQ2SEQ)),
     "whisper": lambda: tf.WhisperForConditionalGeneration(
         tf.WhisperConfig(num_mel_bins=8, max_source_positions=8, max_target_positions=16, **SEQ2SEQ)
     ),
     "vit": lambda: tf.ViTForImageClassification(tf.ViTConfig(image_size=8, patch_size=4, **H)),
+    "clip": lambda: tf.CLIPModel(tf.CLIPConfig(text_config=TEXT, vision_config=VISION)),
+    "clip_text_model": lambda: tf.CLIPTextModel(tf.CLIPTextConfig(**TEXT)),
+    "clip_vision_model": lambda: tf.CLIPVisionModel(tf.CLIPVisionConfig(**VISION)),
+    "siglip": lambda: tf.SiglipModel(tf.SiglipConfig(text_config=TEXT, vision_config=VISION)),
+    "siglip_text_model": lambda: tf.SiglipTextModel(tf.SiglipTextConfig(**TEXT)),
+    "siglip_vision_model": lambda: tf.SiglipVisionModel(tf.SiglipVisionConfig(**VISION)),
     "swin": lambda: tf.SwinForImageClassification(
         tf.SwinConfig(image_size=16, patch_size=4, embed_dim=8, depths=[2, 2], num_heads=[1, 2], window_size=2)
     ),
@@ -119,6 +136,9 @@ def example_inputs(model, batch=2):
         inputs = {name: torch.randn(batch, config.num_mel_bins, 2 * config.max_source_positions, generator=g)}
     else:
         inputs = {name: torch.randint(3, 99, (batch, 7), generator=g)}
+    if hasattr(config, "vision_config") and hasattr(config, "text_config"):  # two towers
+        size = config.vision_config.image_size
+        inputs["pixel_values"] = torch.randn(batch, config.vision_config.num_channels, size, size, generator=g)
     if config.is_encoder_decoder:
         inputs["decoder_input_ids"] = torch.randint(3, 99, (batch, 5), generator=g)
     return inputs

@@ -148,12 +148,12 @@ def test_expert_lists_are_not_blocks_and_the_fallback_takes_the_last_projection(
 
 def test_fallback_prefers_the_feed_forward_submodule_on_an_unknown_family():
     torch.manual_seed(0)
-    config = tf.GPTNeoXConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2)
-    model = tf.GPTNeoXForCausalLM(config)
+    config = tf.GPTJConfig(vocab_size=50, n_embd=16, n_layer=3, n_head=2, rotary_dim=4)
+    model = tf.GPTJForCausalLM(config)
     assert config.model_type not in TARGETS_BY_MODEL_TYPE
-    with pytest.warns(UserWarning, match=r"model_type 'gpt_neox'.*gpt_neox.layers.0.mlp"):
+    with pytest.warns(UserWarning, match=r"model_type 'gptj'.*transformer.h.0.mlp"):
         names = resolve_target_modules(model)
-    assert names == [f"gpt_neox.layers.{i}.mlp" for i in range(3)]
+    assert names == [f"transformer.h.{i}.mlp" for i in range(3)]
     assert uncovered_blocks(model, names) == []
 
 
