@@ -192,6 +192,24 @@ def test_composite_encoder_decoder_of_two_berts():
     ]
 
 
+def test_composite_gemma3_image_text_model_covers_the_siglip_tower_and_the_language_model():
+    torch.manual_seed(0)
+    tower = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48)
+    config = tf.Gemma3Config(
+        text_config=dict(num_key_value_heads=2, head_dim=16, vocab_size=300, **tower),
+        vision_config=dict(image_size=16, patch_size=4, **tower),
+        mm_tokens_per_image=4, image_token_index=299, boi_token_index=297, eoi_token_index=298,
+    )  # fmt: skip
+    model = tf.Gemma3ForConditionalGeneration(config)
+    assert model.config.model_type == "gemma3" not in TARGETS_BY_MODEL_TYPE
+    with no_warnings():
+        names = resolve_target_modules(model)
+    assert names == [f"model.vision_tower.encoder.layers.{i}.mlp.fc2" for i in range(2)] + [
+        f"model.language_model.layers.{i}.mlp.down_proj" for i in range(2)
+    ]
+    assert uncovered_blocks(model, names) == []
+
+
 def test_peft_wrapped_model_keeps_the_default_under_its_prefix():
     from peft import LoraConfig, get_peft_model
 
