@@ -194,7 +194,7 @@ def token_rows(n=8, seq=8, seed=0):
     return torch.randint(3, 99, (n, seq), generator=g)
 
 
-def dataset_for(model_type, model, n=8):
+def dataset_for(model_type, n=8):
     g = torch.Generator().manual_seed(1)
     if model_type in ("modernbert",):
         ids = token_rows(n)
@@ -206,7 +206,7 @@ def dataset_for(model_type, model, n=8):
     if model_type in ("qwen3", "qwen2_moe"):
         ids = token_rows(n)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
-    if model_type == "t5":  # encoder length 8, decoder length 4
+    if model_type in ("t5", "switch_transformers"):  # encoder length 8, decoder length 4
         ids = token_rows(n)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": token_rows(n, 4, seed=2)}
     if model_type == "convnext":
@@ -214,14 +214,18 @@ def dataset_for(model_type, model, n=8):
             "pixel_values": torch.randn(n, 3, 16, 16, generator=g),
             "labels": torch.randint(0, 2, (n,), generator=g),
         }
+    if model_type == "wav2vec2":
+        return {"input_values": torch.randn(n, 400, generator=g), "labels": torch.randint(3, 99, (n, 5), generator=g)}
     raise KeyError(model_type)
 
 
-@pytest.mark.parametrize("model_type", ["modernbert", "qwen3", "qwen2_moe", "t5", "convnext"])
+@pytest.mark.parametrize(
+    "model_type", ["modernbert", "qwen3", "qwen2_moe", "t5", "switch_transformers", "convnext", "wav2vec2"]
+)
 def test_lbe_trainer_trains_the_default_targets(model_type, tmp_path):
     model = build(model_type)
     names = resolve_target_modules(model)
-    columns = dataset_for(model_type, model)
+    columns = dataset_for(model_type)
     train = Dataset.from_dict({k: v.tolist() for k, v in columns.items()}).with_format("torch")
     args = tf.TrainingArguments(
         output_dir=str(tmp_path), use_cpu=True, report_to=[], save_strategy="no", logging_steps=1, max_steps=2,
