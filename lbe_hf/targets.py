@@ -168,13 +168,11 @@ def _no_default_error(model: nn.Module) -> ValueError:
     modules = dict(model.named_modules())
     blocks = model_blocks(model)
     if blocks:
-        parts = []
-        for block in blocks:
-            children = [n for n, _ in modules[block].named_children()]
-            parts.append(f"{block}.{{{','.join(children)}}}")
-        first = blocks[0]
-        stack, child = first.rsplit(".", 1)[0] if "." in first else "", parts[0].split("{")[1].split(",")[-1][:-1]
-        example = (re.escape(stack) + r"\.\d+\." if stack else r"\d+\.") + re.escape(child)
+        parts = [f"{b}.{{{','.join(n for n, _ in modules[b].named_children())}}}" for b in blocks]
+        # e.g. the first block list with its blocks' last child: `encoder\.layer\.\d+\.output`
+        stack = blocks[0].rsplit(".", 1)[0] if "." in blocks[0] else ""
+        last_child = list(modules[blocks[0]].named_children())[-1][0]
+        example = (re.escape(stack) + r"\." if stack else "") + r"\d+\." + re.escape(last_child)
         where = f"Its blocks' parts: {_shown(parts)}"
     else:
         example = r"(.*\.)?layers\.\d+\.mlp"
