@@ -313,3 +313,10 @@ def test_no_default_error_shows_an_example_regex_and_the_blocks_parts():
 def test_no_blocks_at_all_lists_the_top_level_modules():
     with pytest.raises(ValueError, match=r"No default LBE target for Sequential.*top-level modules: 0, 1"):
         resolve_target_modules(nn.Sequential(nn.Linear(3, 4), nn.ReLU()))
+
+
+def test_real_minilm_checkpoint_gets_its_six_ffn_outputs(minilm_path):
+    model = tf.AutoModelForSequenceClassification.from_pretrained(minilm_path, num_labels=2)
+    with no_warnings():
+        names = resolve_target_modules(model)
+    assert names == [f"bert.encoder.layer.{i}.output.dense" for i in range(6)] and count_blocks(model) == 6
