@@ -93,6 +93,9 @@ def digits_split(
 
     `normalize=True` standardises the pixels with the training split's mean and std (one scalar each, as MNIST's).
     """
+    from .extras import require
+
+    require("sklearn", "demo", "scikit-learn's digits")
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

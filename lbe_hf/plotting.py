@@ -8,8 +8,9 @@ from collections.abc import Sequence
 
 def _pyplot():
     """pyplot on the Agg backend: the tools run on servers and in CI without a display."""
-    import matplotlib
+    from .extras import require
 
+    matplotlib = require("matplotlib", "demo", "Plotting")
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 

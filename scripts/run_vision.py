@@ -29,7 +29,7 @@ from transformers import AutoConfig, AutoModel, HfArgumentParser, TrainingArgume
 
 from lbe_hf import LBEArguments, LBETrainer, get_last_complete_checkpoint
 from lbe_hf.data import load_mnist_idx
-from lbe_hf.extras import require
+from lbe_hf.extras import MissingExtraError, require
 from lbe_hf.models import (
     AutoencoderConfig,
     AutoencoderForImageReconstruction,
@@ -128,9 +128,7 @@ def from_hf_split(split, image_col: str, label_col: str) -> tuple[torch.Tensor, 
 
 
 def load_hub(name: str) -> tuple[tuple, tuple, int]:
-    load_dataset = require(
-        "datasets", "glue", f"--dataset_name {name} (the Hub; --data_dir needs no extra)"
-    ).load_dataset
+    load_dataset = require("datasets", "vision", f"--dataset_name {name} (Hub data)").load_dataset
 
     repo, image_col, label_col, num_labels = HUB_DATASETS[name]
     try:
@@ -300,4 +298,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ConnectionError, MissingExtraError) as error:  # no Hub access / a missing extra: say what to do
+        sys.exit(f"run_vision.py: {error}")
