@@ -2,11 +2,12 @@
 
 from .callbacks import EntropyCallback
 from .checkpoint import get_last_complete_checkpoint
-from .collect import DEFAULT_TARGETS, ActivationCollector, resolve_target_modules
+from .collect import ActivationCollector
 from .config import BatchEntropyConfig, LBEArguments
 from .entropy import PI_E, TWO_PI_E, batch_entropy, layer_entropies
 from .loss import lbe_loss, regularized_loss
 from .regularizer import LBEAlphas, LBERegularizer
+from .targets import TARGETS_BY_MODEL_TYPE, count_blocks, resolve_target_modules
 from .trainer import LBEMixin, LBETrainer
 
 __version__ = "0.1.0"
@@ -22,10 +23,8 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
-    "DEFAULT_TARGETS",
-    "PI_E",
-    "TWO_PI_E",
     "ActivationCollector",
     "BatchEntropyConfig",
     "EntropyCallback",
@@ -36,7 +35,11 @@ __all__ = [
     "LBERegularizer",
     "LBESFTTrainer",
     "LBETrainer",
+    "PI_E",
+    "TARGETS_BY_MODEL_TYPE",
+    "TWO_PI_E",
     "batch_entropy",
+    "count_blocks",
     "get_last_complete_checkpoint",
     "layer_entropies",
     "lbe_loss",

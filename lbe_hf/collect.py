@@ -1,92 +1,17 @@
-"""Which modules to regularize, and forward hooks that capture their outputs during the training forward."""
+"""Forward hooks that capture the regularized modules' outputs during the training forward."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-# Default targets, tried in order; the first that matches any module wins. Each is the output of a block's last
-# feed-forward projection, the tensor the authors regularize for BERT (their forked modeling_bert.py returns each
-# layer's FFN `output.dense` before dropout, residual and LayerNorm).
-DEFAULT_TARGETS: tuple[tuple[str, str], ...] = (
-    (r"(.*\.)?layer\.\d+\.output\.dense", "BERT, RoBERTa, ELECTRA, DeBERTa, ViT, MiniLM: FFN output.dense"),
-    (r"(.*\.)?layer\.\d+\.ffn\.lin2", "DistilBERT: FFN lin2"),
-    (r"(.*\.)?h\.\d+\.mlp\.c_proj", "GPT-2: MLP c_proj"),
-    (r"(.*\.)?layers\.\d+\.mlp\.down_proj", "Llama, Mistral, Qwen2, Gemma: MLP down_proj"),
-    (r"(.*\.)?layers\.\d+\.(mlp\.)?fc2", "OPT, Phi, CLIP: MLP fc2"),
-)
+from .targets import resolve_target_modules, unwrap_model
 
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The user's model under DDP, torch.compile and PEFT wrappers."""
-    while True:
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):  # DDP, DataParallel
-            model = model.module
-        elif hasattr(model, "_orig_mod"):  # torch.compile
-            model = model._orig_mod
-        elif hasattr(model, "get_base_model"):  # PEFT
-            model = model.get_base_model()
-        else:
-            return model
-
-
-def _matches(name: str, pattern: list[str] | str) -> bool:
-    if isinstance(pattern, str):
-        return re.fullmatch(pattern, name) is not None
-    return any(name == p or name.endswith("." + p) for p in pattern)
-
-
-def _candidates(model: nn.Module, limit: int = 12) -> str:
-    """A short list of leaf module names, to put in error messages."""
-    leaves = [n for n, m in model.named_modules() if n and not list(m.children())]
-    shown = ", ".join(leaves[:limit])
-    return shown + (f", ... ({len(leaves)} leaf modules)" if len(leaves) > limit else "")
-
-
-def resolve_target_modules(
-    model: nn.Module, target_modules: list[str] | str | None = None, exclude_modules: list[str] | str | None = None
-) -> list[str]:
-    """Names of the modules to regularize, in `named_modules()` order.
-
-    `target_modules`: a string is a regex that must match the full name; a list matches an exact name or a
-    `.name` suffix (PEFT's convention). None: the model's own `_lbe_target_modules` if it declares one (lbe_hf's
-    models do), else the first of `DEFAULT_TARGETS` that matches.
-
-    Raises:
-        ValueError: nothing matches; the message lists candidate module names.
-    """
-    names = [n for n, _ in model.named_modules() if n]
-    if target_modules is None:
-        declared = getattr(unwrap_model(model), "_lbe_target_modules", None)
-        patterns = [declared] if declared else [p for p, _ in DEFAULT_TARGETS]
-        for pattern in patterns:
-            chosen = [n for n in names if _matches(n, pattern)]
-            if chosen:
-                break
-        else:
-            families = "; ".join(doc for _, doc in DEFAULT_TARGETS)
-            raise ValueError(
-                f"No default LBE target for {type(unwrap_model(model)).__name__} (defaults cover: {families}). "
-                f"Set BatchEntropyConfig(target_modules=...) to a regex or a list of module names, e.g. from: "
-                f"{_candidates(model)}"
-            )
-    else:
-        chosen = [n for n in names if _matches(n, target_modules)]
-        if not chosen:
-            raise ValueError(
-                f"target_modules={target_modules!r} matches no module of {type(unwrap_model(model)).__name__}. "
-                f"A string must match the full name (regex); a list entry the exact name or a '.name' suffix. "
-                f"Module names look like: {_candidates(model)}"
-            )
-    if exclude_modules is not None:
-        chosen = [n for n in chosen if not _matches(n, exclude_modules)]
-        if not chosen:
-            raise ValueError(f"exclude_modules={exclude_modules!r} leaves no module to regularize.")
-    return chosen
+# Which modules to regularize lives in targets.py; re-exported here, where it used to be defined.
+__all__ = ["ActivationCollector", "resolve_target_modules", "unwrap_model"]
 
 
 class ActivationCollector:
