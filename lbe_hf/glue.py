@@ -372,7 +372,7 @@ def card_kwargs(
         "tags": ["glue", task.name],
     }
     if local:
-        kwargs["dataset"] = f"GLUE {task.name.upper()} read from local files ({local})"
+        kwargs["dataset"] = f"GLUE {task.name.upper()} (local files; {local})"
     else:
         kwargs.update(dataset_tags=dataset_name, dataset_args=task.name, dataset=f"GLUE {task.name.upper()}")
     return kwargs
