@@ -8,7 +8,7 @@ import torch
 import transformers as tf
 from datasets import Dataset
 
-from lbe_hf import BatchEntropyConfig, LBETrainer
+from lbe_hf import BatchEntropyConfig, LBERegularizer, LBETrainer
 from lbe_hf.targets import TARGETS_BY_MODEL_TYPE, model_blocks, resolve_target_modules, uncovered_blocks
 
 H = dict(
@@ -21,7 +21,7 @@ T5 = dict(
     d_model=32, d_ff=37, d_kv=16, num_layers=2, num_heads=2, vocab_size=99, decoder_start_token_id=0, pad_token_id=0
 )
 CONV = dict(conv_dim=(8, 8), conv_stride=(4, 4), conv_kernel=(8, 8), num_conv_pos_embeddings=4)
-CONV.update(num_conv_pos_embedding_groups=2, **H)
+CONV.update(num_conv_pos_embedding_groups=2, layerdrop=0.0, **H)  # layerdrop would skip blocks at random
 DEC = dict(num_key_value_heads=2, **H)
 TOWER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48)
 TEXT, VISION = dict(vocab_size=99, **TOWER), dict(image_size=8, patch_size=4, **TOWER)
@@ -174,6 +174,21 @@ def test_default_is_one_tensor_per_block_and_covers_every_block(model_type):
         handle.remove()
     applications = model.config.num_hidden_layers if model_type == "albert" else 1
     assert outputs == {n: [torch.Tensor] * applications for n in names}
+
+    # one training forward with the default config: every target's alpha gets a gradient from the term
+    reg = LBERegularizer(model, BatchEntropyConfig(alpha=1.5), fold_into_loss=False)
+    assert reg.module_names == names
+    model.train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no target may drop out of the term
+        with reg.capture():
+            out = model(**example_inputs(model, batch=4))
+        first = next(v for v in out.values() if isinstance(v, torch.Tensor) and v.is_floating_point())
+        loss = reg.fold(first.float().square().mean())
+    loss.backward()
+    assert torch.all(model.lbe_alphas.alpha.grad != 0)
+    assert len(reg.layer_names) == len(names) * applications
+    reg.remove()
 
 
 def test_mixed_moe_stacks_cover_dense_and_sparse_blocks():
