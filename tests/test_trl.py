@@ -236,3 +236,14 @@ def test_dpo_with_lora_ignores_the_no_grad_reference_forward_of_the_same_model(t
     assert first["loss"] == pytest.approx(first["task_loss"] * (1 + first["lbe_loss"]), rel=1e-5)
     assert trainer.lbe_module_names[0].endswith("model.layers.0.mlp.down_proj")
     assert (trainer.alphas - 0.5).abs().min() > 1e-4
+
+
+def test_sft_model_card_has_the_lbe_section_and_tags(tmp_path, tok):
+    trainer = LBESFTTrainer(
+        model=llama(tok), args=sft_args(tmp_path, max_steps=1), train_dataset=sft_rows(), processing_class=tok
+    )
+    trainer.train()
+    trainer.create_model_card()
+    card = (tmp_path / "README.md").read_text()
+    assert "lbe_hf" in card and "Layerwise batch-entropy" in card
+    assert "model.layers.1.mlp.down_proj" in card
