@@ -5,15 +5,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from .entropy import CONSTANTS
 
 CONFIG_NAME = "lbe_config.json"
 AUTO = "auto"
-_REGEX_CHARS = re.compile(r"[\\*+?()\[\]|^$]")
+EntropyConstant = Literal["pi_e", "2pi_e"]
+EntropyMode = Literal["flatten", "token"]
+OnNonfinite = Literal["skip", "raise"]
 
 
 @dataclass
@@ -22,6 +23,21 @@ class BatchEntropyConfig:
 
     The regularized loss is `L + L * L_BE` with `L_BE = beta / L * sum_l (H_l - max(alpha_min, |alpha_l|))^2`
     (eq. 6), where `H_l` is the batch entropy of layer `l` (eq. 3) and `alpha_l` a learnable target per layer.
+
+    Args:
+        alpha: initial target of every regularized module (learnable, one per module), or "auto" (measured on the
+            first training batch, `lbe_hf.auto_alpha`).
+        beta: weight of the LBE term; 0 turns it off. 0.5 rescues deep vanilla nets; the paper's transformer grid
+            is 0.005-0.05.
+        alpha_min: lowest target, `max(alpha_min, |alpha|)`.
+        target_modules: a regex (full match of the module name) or a list of exact names / `.name` suffixes, as
+            PEFT's `target_modules`; None picks the model family's default (`lbe_hf.targets`).
+        exclude_modules: modules to leave out, matched the same way.
+        entropy_constant: "pi_e" (the authors' code; their alpha/beta were tuned with it) or "2pi_e" (the paper's
+            eq. 3).
+        entropy_mode: "flatten" (every non-batch position a neuron, padding included: the paper) or "token"
+            (every real token a sample, each channel a neuron).
+        on_nonfinite: "skip" a NaN/inf term for that step (counted as `lbe_skipped`) or "raise".
     """
 
     alpha: float | str = field(
@@ -51,7 +67,7 @@ class BatchEntropyConfig:
         default=None,
         metadata={"help": "Modules to leave out, matched like target_modules."},
     )
-    entropy_constant: str = field(
+    entropy_constant: EntropyConstant = field(
         default="pi_e",
         metadata={
             "help": "c in 0.5*log(c*var + 1): 'pi_e' as in the authors' code (their alpha/beta were tuned with it) "
@@ -59,7 +75,7 @@ class BatchEntropyConfig:
             "choices": sorted(CONSTANTS),
         },
     )
-    entropy_mode: str = field(
+    entropy_mode: EntropyMode = field(
         default="flatten",
         metadata={
             "help": "'flatten' (paper): every non-batch position is a neuron, padding included. 'token': every "
@@ -67,7 +83,7 @@ class BatchEntropyConfig:
             "choices": ["flatten", "token"],
         },
     )
-    on_nonfinite: str = field(
+    on_nonfinite: OnNonfinite = field(
         default="skip",
         metadata={
             "help": "What to do when the LBE term is NaN/inf: 'skip' drops it for that step (warned, counted in the "
@@ -139,33 +155,54 @@ class BatchEntropyConfig:
         return cls(**values)
 
 
-def _prefixed_arguments_class() -> type:
-    """A dataclass with every `BatchEntropyConfig` field prefixed `lbe_`, for `HfArgumentParser`.
+@dataclass
+class LBEArguments:
+    """`BatchEntropyConfig` as `--lbe_*` command-line flags for `HfArgumentParser`; `.to_config()` gives the config.
 
-    The prefix keeps `--lbe_alpha` etc. apart from `TrainingArguments` and LoRA flags.
+    The prefix keeps the flags apart from `TrainingArguments` and LoRA flags. Module lists take names
+    (`--lbe_target_modules layer.0.output.dense layer.1.output.dense`, exact name or `.name` suffix); a regex goes in
+    `--lbe_target_regex` (full match), as `target_modules` given as a string would be.
     """
-    # HfArgumentParser only understands `X | None` unions: module lists become nargs lists on the command line.
-    # HfArgumentParser parses a `float | str` field as float: alpha is a string flag ("0.5" or "auto") that
-    # BatchEntropyConfig converts.
-    cli_types = {"target_modules": list[str] | None, "exclude_modules": list[str] | None, "alpha": str}
-    fields = []
-    for f in dataclasses.fields(BatchEntropyConfig):
-        default = f.default if f.default is not dataclasses.MISSING else None
-        kind = cli_types.get(f.name, type(default) if default is not None else str | None)
-        fields.append((f"lbe_{f.name}", kind, field(default=default, metadata=dict(f.metadata))))
 
-    def to_config(self) -> BatchEntropyConfig:
-        values = {f.name: getattr(self, f"lbe_{f.name}") for f in dataclasses.fields(BatchEntropyConfig)}
-        for name in cli_types:
-            # One flag value with regex characters is a regex (full match), as a string field would be.
-            if isinstance(values[name], list) and len(values[name]) == 1 and _REGEX_CHARS.search(values[name][0]):
-                values[name] = values[name][0]
-        return BatchEntropyConfig(**values)
-
-    return dataclasses.make_dataclass(
-        "LBEArguments", fields, namespace={"to_config": to_config, "__module__": __name__}
+    lbe_alpha: str = field(
+        default="0.5",
+        metadata={"help": "Initial entropy target of every regularized layer (learnable), or 'auto'."},
+    )
+    lbe_beta: float = field(default=0.5, metadata={"help": "Weight of the LBE term; 0 turns regularization off."})
+    lbe_alpha_min: float = field(default=0.2, metadata={"help": "Lower bound of the entropy target."})
+    lbe_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Modules to regularize: exact names or '.name' suffixes. Default: the family's default."},
+    )
+    lbe_target_regex: str | None = field(
+        default=None, metadata={"help": "Modules to regularize as one regex (full match of the module name)."}
+    )
+    lbe_exclude_modules: list[str] | None = field(
+        default=None, metadata={"help": "Modules to leave out: exact names or '.name' suffixes."}
+    )
+    lbe_exclude_regex: str | None = field(default=None, metadata={"help": "Modules to leave out, as one regex."})
+    lbe_entropy_constant: EntropyConstant = field(
+        default="pi_e", metadata={"help": "c in 0.5*log(c*var + 1): 'pi_e' (authors' code) or '2pi_e' (paper text)."}
+    )
+    lbe_entropy_mode: EntropyMode = field(
+        default="flatten",
+        metadata={"help": "'flatten' (paper: every position a neuron) or 'token' (every real token a sample)."},
+    )
+    lbe_on_nonfinite: OnNonfinite = field(
+        default="skip", metadata={"help": "A NaN/inf LBE term: 'skip' that step (counted) or 'raise'."}
     )
 
-
-LBEArguments = _prefixed_arguments_class()
-LBEArguments.__doc__ = "`BatchEntropyConfig` as `--lbe_*` command-line flags; `.to_config()` gives the config."
+    def to_config(self) -> BatchEntropyConfig:
+        for names, regex in (("target_modules", "target_regex"), ("exclude_modules", "exclude_regex")):
+            if getattr(self, f"lbe_{names}") is not None and getattr(self, f"lbe_{regex}") is not None:
+                raise ValueError(f"Give --lbe_{names} or --lbe_{regex}, not both.")
+        return BatchEntropyConfig(
+            alpha=self.lbe_alpha,
+            beta=self.lbe_beta,
+            alpha_min=self.lbe_alpha_min,
+            target_modules=self.lbe_target_regex if self.lbe_target_regex is not None else self.lbe_target_modules,
+            exclude_modules=self.lbe_exclude_regex if self.lbe_exclude_regex is not None else self.lbe_exclude_modules,
+            entropy_constant=self.lbe_entropy_constant,
+            entropy_mode=self.lbe_entropy_mode,
+            on_nonfinite=self.lbe_on_nonfinite,
+        )

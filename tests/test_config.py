@@ -42,14 +42,32 @@ def test_prefixed_flags_parse_next_to_training_arguments(tmp_path):
     training, lbe = parser.parse_args_into_dataclasses(
         [
             "--output_dir", str(tmp_path), "--learning_rate", "3e-5",
-            "--lbe_alpha", "0.8", "--lbe_beta", "0.01", "--lbe_target_modules", r".*layer\.\d+\.output\.dense",
+            "--lbe_alpha", "0.8", "--lbe_beta", "0.01", "--lbe_target_regex", r".*layer\.\d+\.output\.dense",
             "--lbe_exclude_modules", "layer.0.output.dense", "layer.1.output.dense",
         ]
     )  # fmt: skip
     config = lbe.to_config()
     assert training.learning_rate == 3e-5
     assert (config.alpha, config.beta) == (0.8, 0.01)
-    assert config.target_modules == r".*layer\.\d+\.output\.dense"  # one value with regex characters: a regex
+    assert config.target_modules == r".*layer\.\d+\.output\.dense"  # --lbe_target_regex: a regex (full match)
     assert config.exclude_modules == ["layer.0.output.dense", "layer.1.output.dense"]
     defaults = parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path)])[1].to_config()
     assert defaults == BatchEntropyConfig()
+
+
+def test_module_names_and_regex_flags_are_separate(tmp_path):
+    parser = HfArgumentParser((LBEArguments,))
+    (names,) = parser.parse_args_into_dataclasses(["--lbe_target_modules", "fc1", "layers.0.act"])
+    assert names.to_config().target_modules == ["fc1", "layers.0.act"]  # names, even with a '.' in them
+    (both,) = parser.parse_args_into_dataclasses(["--lbe_target_modules", "fc1", "--lbe_target_regex", ".*fc1"])
+    with pytest.raises(ValueError, match="not both"):
+        both.to_config()
+    with pytest.raises(SystemExit):
+        parser.parse_args_into_dataclasses(["--lbe_entropy_mode", "tokens"])  # a closed set: argparse refuses it
+
+
+def test_every_config_field_has_a_flag():
+    import dataclasses
+
+    flags = {f.name for f in dataclasses.fields(LBEArguments)}
+    assert {f"lbe_{f.name}" for f in dataclasses.fields(BatchEntropyConfig)} <= flags
