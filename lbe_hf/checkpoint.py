@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 
 COMPLETE_MARKER = "lbe_checkpoint_complete.json"
 ALPHAS_FILE = "lbe_alphas.safetensors"
@@ -19,8 +20,12 @@ _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
 def mark_complete(folder: str | os.PathLike, global_step: int) -> None:
-    """Writes the completion marker into `folder`, atomically (temporary file + rename)."""
-    tmp = os.path.join(folder, COMPLETE_MARKER + ".tmp")
+    """Writes the completion marker into `folder`, atomically (temporary file + rename).
+
+    Meant to be called by one process, but safe if several do: each writes its own temporary file (named by host
+    and process id), and the last rename wins with the same content.
+    """
+    tmp = os.path.join(folder, f"{COMPLETE_MARKER}.{socket.gethostname()}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump({"global_step": int(global_step)}, f)
         f.flush()
