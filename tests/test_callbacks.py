@@ -67,8 +67,10 @@ def test_summary_is_bounded_for_deep_nets():
     assert list(shallow) == ["entropy/layers.0.act", "entropy/layers.1.act", "entropy/layers.2.act"]
 
 
-def test_lbe_trainer_logs_entropies_to_trackers_not_to_the_console_and_writes_no_files(tmp_path, capsys):
-    trainer = LBETrainer(model=_model(), args=_args(tmp_path), train_dataset=_data(), lbe_config=BatchEntropyConfig())
+@pytest.mark.parametrize("disable_tqdm", [True, False], ids=["PrinterCallback", "ProgressCallback"])
+def test_lbe_trainer_logs_entropies_to_trackers_not_to_the_console_and_writes_no_files(tmp_path, capsys, disable_tqdm):
+    args = _args(tmp_path, disable_tqdm=disable_tqdm)
+    trainer = LBETrainer(model=_model(), args=args, train_dataset=_data(), lbe_config=BatchEntropyConfig())
     callbacks = [c for c in trainer.callback_handler.callbacks if isinstance(c, EntropyCallback)]
     assert len(callbacks) == 1 and trainer.callback_handler.callbacks[0] is callbacks[0]
     trainer.train()
@@ -79,7 +81,7 @@ def test_lbe_trainer_logs_entropies_to_trackers_not_to_the_console_and_writes_no
     assert cb.history == trainer.entropy_history
     # The scalars reached the report_to backend (TensorBoard), one per layer for this 3-layer net ...
     assert {"train/entropy/layers.0.act", "train/entropy/layers.2.act"} <= _tb_tags(tmp_path)
-    # ... but not the printed log lines (PrinterCallback, disable_tqdm=True), which keep LBETrainer's summary keys.
+    # ... but not the printed log lines (PrinterCallback or the tqdm bar's), which keep LBETrainer's summary keys.
     printed = [line for line in capsys.readouterr().out.splitlines() if "'task_loss'" in line]
     assert len(printed) == 3 and all("'entropy_min'" in line and "entropy/" not in line for line in printed)
     # No files beyond what Trainer writes unless asked (plot=True).
