@@ -61,10 +61,34 @@ class LBEMixin:
     - `entropy_callback=True` (default) adds `lbe_hf.callbacks.EntropyCallback` (per-layer entropy scalars for the
       `report_to` trackers) unless `callbacks=` already has one.
     - Entropies are computed per device micro-batch, as in the paper's single-device runs.
+
+    How it differs from the trainer it is mixed into, besides the LBE term (each listed in the README, "How
+    LBETrainer differs from Trainer", and tested against the plain trainer):
+
+    - `fix_accumulation=True`: a mean-loss head that merely has `forward(**kwargs)` (BERT) is divided by the
+      accumulation steps (transformers would assume it scales itself and train on GA x the gradient), and is not
+      multiplied by the world size under DDP. False keeps the trainer's own rule.
+    - `mark_checkpoints=True`: each checkpoint gets a completion marker once every process wrote its files, old
+      ones are rotated only after that, and `train(resume_from_checkpoint=True)` takes the last complete one. False
+      keeps the trainer's own checkpointing (the alphas are saved either way).
+    - `lbe_config.on_nonfinite="skip"` (default): a NaN/inf task loss drops that micro-batch's gradient instead of
+      turning the weights NaN; "raise" stops instead.
+    - Gradient checkpointing is switched to `use_reentrant=False` (reentrant checkpointing would silently cut the
+      LBE term off the weights).
     """
 
-    def __init__(self, *args: Any, lbe_config: BatchEntropyConfig | None = None, entropy_callback: bool = True, **kw):
+    def __init__(
+        self,
+        *args: Any,
+        lbe_config: BatchEntropyConfig | None = None,
+        entropy_callback: bool = True,
+        fix_accumulation: bool = True,
+        mark_checkpoints: bool = True,
+        **kw,
+    ):
         self.lbe_config = lbe_config if lbe_config is not None else BatchEntropyConfig()
+        self.fix_accumulation = fix_accumulation
+        self.mark_checkpoints = mark_checkpoints
         self._lbe_nonfinite_losses = 0
         self._lbe_layer_history: list[tuple[int, list[float]]] = []
         super().__init__(*args, **kw)
@@ -93,12 +117,12 @@ class LBEMixin:
         own = next((c for c in self.callback_handler.callbacks if isinstance(c, EntropyCallback)), None)
         if own is not None or entropy_callback:
             (own or EntropyCallback()).attach(self)
-        if type(self).loss_is_scaled_for_ga is None:
+        if fix_accumulation and type(self).loss_is_scaled_for_ga is None:
             self.loss_is_scaled_for_ga = (
                 _model_scales_loss_for_ga(self.model, self.model_accepts_loss_kwargs)
                 or self.compute_loss_func is not None
             )
-        if self.model_accepts_loss_kwargs and not _model_scales_loss_for_ga(self.model, True):
+        if fix_accumulation and self.model_accepts_loss_kwargs and not _model_scales_loss_for_ga(self.model, True):
             # transformers multiplies the loss by the number of processes (training and eval) for models that
             # "accept loss kwargs", assuming they divide by the global num_items_in_batch; a mean-loss head that
             # merely has **kwargs (BERT) would train on and report 2x its loss under 2-process DDP.
@@ -234,6 +258,11 @@ class LBEMixin:
     def _save_checkpoint(self, model: nn.Module, trial) -> None:
         run_dir = self._get_output_dir(trial=trial)
         folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if not self.mark_checkpoints:
+            super()._save_checkpoint(model, trial)
+            if self.args.should_save and not os.path.isfile(os.path.join(folder, ALPHAS_NAME)):
+                self.lbe.save_pretrained(folder)
+            return
         if self.args.should_save:
             unmark(folder)
         # Rotation deletes old checkpoints: run it only once the new one is marked complete.
@@ -259,6 +288,8 @@ class LBEMixin:
         """`Trainer.train`; `resume_from_checkpoint=True` picks the last COMPLETE checkpoint of `output_dir`."""
         if not self.lbe.collector.hooked:
             raise RuntimeError("remove_lbe() was called on this LBETrainer: create a new one to train with LBE.")
+        if not self.mark_checkpoints:
+            return super().train(resume_from_checkpoint, *args, **kwargs)
         if resume_from_checkpoint is True:
             resume_from_checkpoint = get_last_complete_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:

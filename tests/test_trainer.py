@@ -292,3 +292,33 @@ def test_real_minilm_trains_on_rte_rows(tmp_path, minilm_path, data_dir):
     assert not torch.equal(trainer.alphas, torch.full((6,), 0.8))
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert all(LOG_KEYS <= set(h) for h in logs) and all(0 < h["entropy_mean"] for h in logs)
+
+
+def _two_steps(tmp_path, trainer_class, **kwargs):
+    model = tiny_bert()
+    args = training_args(
+        tmp_path, max_steps=2, per_device_train_batch_size=4, gradient_accumulation_steps=2, save_strategy="steps",
+        save_steps=2, optim="sgd", learning_rate=0.5, lr_scheduler_type="constant",
+    )  # fmt: skip
+    trainer = trainer_class(model=model, args=args, train_dataset=make_token_dataset(n=16), **kwargs)
+    trainer.train()
+    return trainer, {n: p.detach().clone() for n, p in model.named_parameters() if "lbe_alphas" not in n}
+
+
+def test_beta_zero_with_the_fixes_off_is_a_plain_trainer_run(tmp_path):
+    plain, expected = _two_steps(tmp_path / "plain", Trainer)
+    same, got = _two_steps(
+        tmp_path / "lbe", LBETrainer, lbe_config=BatchEntropyConfig(beta=0.0), fix_accumulation=False,
+        mark_checkpoints=False,
+    )  # fmt: skip
+    assert all(torch.equal(expected[n], got[n]) for n in expected)
+    assert [h["loss"] for h in plain.state.log_history[:-1]] == [h["loss"] for h in same.state.log_history[:-1]]
+    written = set(os.listdir(tmp_path / "lbe" / "checkpoint-2"))
+    assert written - set(os.listdir(tmp_path / "plain" / "checkpoint-2")) == {
+        "lbe_alphas.safetensors",
+        "lbe_config.json",
+    }
+    # The defaults differ from Trainer on purpose: BERT's mean loss is divided over the 2 accumulated micro-batches.
+    _, fixed = _two_steps(tmp_path / "fixed", LBETrainer, lbe_config=BatchEntropyConfig(beta=0.0))
+    assert not all(torch.equal(expected[n], fixed[n]) for n in expected)
+    assert (tmp_path / "fixed" / "checkpoint-2" / "lbe_checkpoint_complete.json").is_file()
