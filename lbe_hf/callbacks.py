@@ -121,14 +121,15 @@ class EntropyCallback(TrainerCallback):
         self._handler = handler
         self._hider.place(handler, {})
         if hasattr(trainer, "lbe") and hasattr(trainer, "_lbe_layer_history"):
-            self.bind(lambda: trainer._lbe_layer_history, trainer.lbe.module_names)
+            # The live list of the term's layers (one per module application, filled in by the first forward).
+            self.bind(lambda: trainer._lbe_layer_history, trainer.lbe.layer_names)
         self.attached = True
         return self
 
     def bind(self, source: Callable[[], list[tuple[int, list[float]]]], module_names: list[str]) -> None:
         """Take entropies from `source()` (a growing list of (step, per-layer entropies)) instead of own hooks."""
         self._source = source
-        self.module_names = list(module_names)
+        self.module_names = module_names  # not copied: a regularizer's `layer_names` grows at its first forward
 
     # ---- own measurement (plain Trainer) ----------------------------------------------------------------
 

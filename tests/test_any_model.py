@@ -151,3 +151,29 @@ def test_a_first_listed_module_with_one_sample_does_not_skip_the_term():
     assert reg.layer_names == ["all"] and layers.numel() == 1
     grad = model.lbe_alphas.alpha.grad
     assert grad[2] != 0 and grad[0] == 0 and grad[1] == 0
+
+
+def test_entropy_callback_names_every_application(tmp_path):
+    from datasets import Dataset
+    from transformers import TrainingArguments
+
+    from lbe_hf import EntropyCallback, LBETrainer
+
+    torch.manual_seed(0)
+    config = AlbertConfig(
+        vocab_size=64, embedding_size=16, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+        intermediate_size=48, max_position_embeddings=32,
+    )  # fmt: skip
+    rows = Dataset.from_dict({"input_ids": torch.randint(1, 64, (8, 6)).tolist(), "labels": [0, 1] * 4})
+    args = TrainingArguments(
+        str(tmp_path), max_steps=2, per_device_train_batch_size=4, logging_steps=1, report_to=[], use_cpu=True,
+        save_strategy="no", disable_tqdm=True,
+    )  # fmt: skip
+    callback = EntropyCallback()
+    trainer = LBETrainer(
+        model=AlbertForSequenceClassification(config), args=args, train_dataset=rows, callbacks=[callback]
+    )
+    trainer.train()
+    assert trainer.lbe_module_names == [FFN]
+    assert callback.module_names == trainer.lbe_layer_names == [f"{FFN}#{k}" for k in range(3)]
+    assert all(len(entropies) == 3 for _, entropies in callback.history)
