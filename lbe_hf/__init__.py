@@ -10,7 +10,7 @@ from .regularizer import LBEAlphas, LBERegularizer
 from .targets import TARGETS_BY_MODEL_TYPE, count_blocks, resolve_target_modules
 from .trainer import LBEMixin, LBETrainer
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {"LBESFTTrainer": "trl_trainers", "LBEDPOTrainer": "trl_trainers"}
 
