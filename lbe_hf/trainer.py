@@ -12,6 +12,7 @@ import weakref
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 from transformers import Trainer
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -130,6 +131,15 @@ class LBEMixin:
         base = unwrap_model(self.model)
         if hasattr(base, "add_model_tags"):
             base.add_model_tags(TAGS)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world = torch.distributed.get_world_size()
+            if world != self.accelerator.num_processes:
+                raise RuntimeError(
+                    f"torch.distributed runs {world} processes but accelerate counts "
+                    f"{self.accelerator.num_processes}: every process would save checkpoints and see the same "
+                    "batches. With DeepSpeed on CPU, create `accelerate.PartialState(backend='gloo')` first and pass "
+                    "TrainingArguments(accelerator_config={'use_configured_state': True}) (docs/engines.md)."
+                )
 
     def _check_lbe_args(self) -> None:
         if self.args.per_device_train_batch_size < 2 and self.lbe_config.entropy_mode == "flatten":
@@ -252,16 +262,18 @@ class LBEMixin:
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict=state_dict)
-        if self.args.should_save:
-            self.lbe.save_pretrained(output_dir if output_dir is not None else self.args.output_dir)
+        # Under DeepSpeed and FSDP the Trainer calls `_save` on every process: sharded alphas are gathered on all
+        # of them (a collective), and only the saving process writes.
+        folder = output_dir if output_dir is not None else self.args.output_dir
+        self.lbe.save_pretrained(folder, is_main_process=self.args.should_save)
 
     def _save_checkpoint(self, model: nn.Module, trial) -> None:
         run_dir = self._get_output_dir(trial=trial)
         folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         if not self.mark_checkpoints:
             super()._save_checkpoint(model, trial)
-            if self.args.should_save and not os.path.isfile(os.path.join(folder, ALPHAS_NAME)):
-                self.lbe.save_pretrained(folder)
+            if self._lbe_sharded_state_dict():
+                self.lbe.save_pretrained(folder, is_main_process=self.args.should_save)
             return
         if self.args.should_save:
             unmark(folder)
@@ -271,9 +283,10 @@ class LBEMixin:
             super()._save_checkpoint(model, trial)
         finally:
             self.args.save_total_limit = limit
-        # With a sharded state dict (FSDP) Trainer never calls `_save`: the alphas are written here in any case.
-        if self.args.should_save and not os.path.isfile(os.path.join(folder, ALPHAS_NAME)):
-            self.lbe.save_pretrained(folder)
+        # With a sharded state dict (FSDP) Trainer never calls `_save`: the alphas are written here, by a call that
+        # every process makes (gathering sharded alphas is a collective).
+        if self._lbe_sharded_state_dict():
+            self.lbe.save_pretrained(folder, is_main_process=self.args.should_save)
         self.accelerator.wait_for_everyone()  # every process's files (RNG states, shards) are written
         if self.args.should_save:
             mark_complete(folder, self.state.global_step)
@@ -283,6 +296,19 @@ class LBEMixin:
                 best_model_checkpoint=self.state.best_model_checkpoint,
                 use_mtime=True,
             )
+
+    def _lbe_sharded_state_dict(self) -> bool:
+        """Whether checkpoints hold a sharded FSDP state dict (then the Trainer does not call `_save`)."""
+        if not getattr(self, "is_fsdp_enabled", False):
+            return False
+        plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
+        return "FULL_STATE_DICT" not in str(getattr(plugin, "state_dict_type", ""))
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and self.is_deepspeed_enabled:
+            # DeepSpeed resumes through its engine and the Trainer skips `_load_from_checkpoint`: load the alphas.
+            self.lbe.load_pretrained(checkpoint)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
         """`Trainer.train`; `resume_from_checkpoint=True` picks the last COMPLETE checkpoint of `output_dir`."""
@@ -325,9 +351,12 @@ class LBEMixin:
         super().create_model_card(*args, tags=sorted(set(tags) | set(TAGS)), **kwargs)
         if not self.is_world_process_zero():
             return
+        # Only this process runs here: read the alphas `save_model` just wrote rather than gathering sharded ones.
+        saved = os.path.join(self.args.output_dir, ALPHAS_NAME)
+        alphas = load_file(saved)["alpha"] if os.path.isfile(saved) else self.alphas
         path = os.path.join(self.args.output_dir, "README.md")
         with open(path, "a", encoding="utf-8") as f:
-            f.write("\n" + lbe_card_section(self.lbe_config, self.lbe_module_names, self.alphas.tolist()))
+            f.write("\n" + lbe_card_section(self.lbe_config, self.lbe_module_names, alphas.tolist()))
 
 
 class LBETrainer(LBEMixin, Trainer):

@@ -166,15 +166,8 @@ def test_zero_trains_and_checkpoints(zero_run):
 
 @pytest.mark.slow
 @needs_deepspeed
-def test_zero_resume_restores_alphas(zero_run, request):
+def test_zero_resume_restores_alphas(zero_run):
     stage, ranks = zero_run
-    if stage == 2:
-        # ZeRO-2 resumes through DeepSpeed's engine (the Trainer skips `_load_from_checkpoint`), whose module state
-        # holds no alphas: they restart at their initial value for the first resumed step, then the restored
-        # optimizer copy takes over. ZeRO-3 loads its parameters from its own partitions and is exact.
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="LBETrainer does not load lbe_alphas.safetensors on a ZeRO-2 resume")
-        )
     for r in ranks:
         assert r["resumed_alphas_at_start"] == r["checkpoint_2_alphas"]
         assert r["resumed_global_step"] == 4

@@ -138,12 +138,15 @@ def _install_and_demo(words: list[str], tmp_path: Path, capsys) -> None:
 
 def _install_and_test(words: list[str], tmp_path: Path, capsys) -> None:
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "HF_HUB_OFFLINE=1 python3 -m pytest -q" in ci and 'pip install -q -e ".[test]"' in ci
+    assert 'pip install -q -e ".[test]"' in ci and "export HF_HUB_OFFLINE=1" in ci
+    # the README's two tiers, fast first, in the same order
+    fast, slow = ci.index('python3 -m pytest -q -m "not slow"'), ci.index("python3 -m pytest -q -m slow")
+    assert fast < slow
 
 
 RUNNERS = [
     (r"pip install .* && lbe-hf demo$", _install_and_demo),
-    (r"pip install .*\[test\].* && HF_HUB_OFFLINE=1 python -m pytest -q$", _install_and_test),
+    (r"pip install .*\[test\].* && HF_HUB_OFFLINE=1 python -m pytest -q -m \"not slow\" && .* -m slow$", _install_and_test),
     (r"python scripts/run_glue\.py ", _run_glue),
     (r"ACCELERATE_USE_CPU=true accelerate launch .*scripts/run_glue_no_trainer\.py ", _run_glue_no_trainer),
     (r"python scripts/sweep\.py configs/glue/rte\.yaml --print$", _sweep),
