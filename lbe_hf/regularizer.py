@@ -64,6 +64,14 @@ class LBEAlphas(nn.Module):
             )
 
 
+def _is_fully_sharded(model: nn.Module) -> bool:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch without FSDP2
+        return False
+    return isinstance(model, FSDPModule)
+
+
 def _decoder_modules(model: nn.Module, names: list[str]) -> set[str]:
     """The names in `names` that sit in the decoder of an encoder-decoder model (their tokens are the decoder's)."""
     base = unwrap_model(model)
@@ -144,6 +152,12 @@ class LBERegularizer:
 
     def __init__(self, model: nn.Module, config: BatchEntropyConfig | None = None, fold_into_loss: bool = True):
         self.config = config if config is not None else BatchEntropyConfig()
+        if _is_fully_sharded(model):
+            raise ValueError(
+                "LBERegularizer was given a model already sharded with fully_shard: its alphas would be plain "
+                "parameters that FSDP never reduces, and they would drift apart across ranks. Create the "
+                "LBERegularizer before fully_shard (docs/engines.md)."
+            )
         self.model = model
         self.fold_into_loss = fold_into_loss
         self.module_names = resolve_target_modules(model, self.config.target_modules, self.config.exclude_modules)

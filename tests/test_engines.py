@@ -96,13 +96,12 @@ def test_fsdp2_alphas_sharded_equal_and_plain(fsdp2_run):
 
 
 @pytest.mark.slow
-def test_fsdp2_alphas_attached_after_sharding_drift_apart(fsdp2_run):
-    # Why docs/engines.md says to attach LBERegularizer before fully_shard: afterwards the alphas are plain
-    # parameters FSDP knows nothing of; each rank steps them with its own gradient.
+def test_fsdp2_refuses_alphas_attached_after_sharding(fsdp2_run):
+    # Attached after fully_shard, the alphas would be plain parameters FSDP knows nothing of, each rank stepping
+    # them with its own gradient (they drifted apart by 3.5e-6 in 3 steps): LBERegularizer refuses.
     _, ranks = fsdp2_run
-    late = ranks[0]["late_alphas_all_ranks"]
-    assert not ranks[0]["late_alpha_param_is_dtensor"]
-    assert late[0] != late[1]
+    for r in ranks:
+        assert "before fully_shard" in r["late_attach_error"]
 
 
 @pytest.mark.slow

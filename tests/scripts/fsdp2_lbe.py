@@ -107,13 +107,12 @@ def main() -> None:
         "reloaded_is_dtensor": isinstance(reg.alphas_module.alpha, DTensor),
         "losses": losses,
     }
-    # The wrong order, for contrast: attached after fully_shard, the alphas stay plain and are never reduced.
-    _, late, _ = train_sharded(rank, world_size, attach_first=False)
-    result["late_alpha_param_is_dtensor"] = isinstance(late.alphas_module.alpha, DTensor)
-    late_alphas = late.alphas
-    parts = [torch.zeros_like(late_alphas) for _ in range(world_size)]
-    dist.all_gather(parts, late_alphas)
-    result["late_alphas_all_ranks"] = [p.tolist() for p in parts]
+    # The wrong order: attached after fully_shard, the alphas would stay plain parameters nothing reduces.
+    try:
+        train_sharded(rank, world_size, attach_first=False)
+        result["late_attach_error"] = None
+    except ValueError as err:
+        result["late_attach_error"] = str(err)
     with open(out / f"result_rank{rank}.json", "w", encoding="utf-8") as f:
         json.dump(result, f)
     dist.destroy_process_group()
