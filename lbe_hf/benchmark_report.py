@@ -263,7 +263,7 @@ def plot_budget_curves(results: dict, path: Path) -> None:
         ax.set_ylabel("test accuracy %")
         ax.set_ylim(0, 100)
         ax.legend(fontsize=6)
-    fig.suptitle(f"Vanilla FNN test accuracy during training (made by: {COMMAND})", fontsize=8)
+    fig.suptitle(f"Vanilla FNN test accuracy during training\n(made by: {COMMAND})", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
