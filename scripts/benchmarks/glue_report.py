@@ -1,0 +1,276 @@
+"""Statistics and the markdown report of the GLUE benchmark (`scripts/benchmarks/glue.py`), from its JSON records only.
+
+A record is one finished run (one line of `docs/results/glue_budget.jsonl`): task, arm ("baseline", "lbe", "auto"),
+alpha, beta, lr, epochs (or max_steps), seed, role ("compare" or "select"), metrics (GLUE keys without the `eval_`
+prefix, fractions), constant_scores (each metric of the best constant predictor on the same validation rows),
+eval_curve, wall_s, median_step_s, load_start/load_end, device and the command that made it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+
+# Peer et al., TMLR 2022, Table 4: LBE minus baseline, BERT-base, GLUE validation, points.
+PAPER_DELTAS = {"rte": -0.08, "mrpc": 0.55, "cola": 1.07}
+METRICS = {"rte": ("accuracy",), "mrpc": ("f1", "accuracy"), "cola": ("matthews_correlation",)}
+MAIN_METRIC = {"rte": "accuracy", "mrpc": "accuracy", "cola": "matthews_correlation"}
+# A baseline whose main metric is not this many points above the best constant predictor has not learned the task.
+LEARN_MARGIN = 1.0
+
+
+def t_interval(values: list[float]) -> dict:
+    """n, mean, standard error and 95% t-interval (lo, hi) of `values`; se/lo/hi are None for fewer than 2."""
+    from scipy.stats import t
+
+    a = np.asarray(values, dtype=float)
+    n = len(a)
+    if n == 0:
+        return {"n": 0, "mean": None, "se": None, "lo": None, "hi": None}
+    mean = float(a.mean())
+    if n < 2:
+        return {"n": 1, "mean": mean, "se": None, "lo": None, "hi": None}
+    se = float(a.std(ddof=1) / math.sqrt(n))
+    half = float(t.ppf(0.975, n - 1)) * se
+    return {"n": n, "mean": mean, "se": se, "lo": mean - half, "hi": mean + half}
+
+
+def paired_differences(arm: dict[int, float], reference: dict[int, float]) -> tuple[list[int], list[float], dict]:
+    """Seeds both arms ran, arm minus reference per seed, and `t_interval` of those differences."""
+    seeds = sorted(set(arm) & set(reference))
+    diffs = [arm[s] - reference[s] for s in seeds]
+    return seeds, diffs, t_interval(diffs)
+
+
+def points(record: dict, key: str) -> float:
+    """A metric in points (fractions x 100), as GLUE reports accuracy, F1 and Matthews correlation."""
+    return 100.0 * record["metrics"][key]
+
+
+def learned(record: dict, margin: float = LEARN_MARGIN) -> bool:
+    """Whether a run's main metric beats the best constant predictor (majority class) by more than `margin` points."""
+    key = MAIN_METRIC[record["task"]]
+    return points(record, key) > 100.0 * record["constant_scores"][key] + margin
+
+
+def arm_label(record: dict) -> str:
+    if record["arm"] == "baseline":
+        return "baseline (beta 0)"
+    return f"LBE (alpha {record['alpha']}, beta {record['beta']})"
+
+
+def setting_key(record: dict) -> tuple:
+    """Runs comparable with each other: same task, budget, lr, batch and device."""
+    budget = f"{record['max_steps']} steps" if record.get("max_steps") else f"{record['epochs']:g} epochs"
+    rows, eval_rows = record.get("max_train_samples"), record.get("max_eval_samples")
+    budget += f" on {rows} training rows" if rows else ""
+    budget += f", first {eval_rows} validation rows" if eval_rows else ""
+    return (
+        record["task"],
+        budget,
+        record["lr"],
+        record.get("batch_size"),
+        record.get("device", "cpu"),
+    )
+
+
+def _fmt(x: float | None, digits: int = 1, sign: bool = False) -> str:
+    if x is None:
+        return "-"
+    x = 0.0 if abs(x) < 0.5 * 10**-digits else x  # no "-0.0"
+    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+
+
+def _interval(stats: dict, sign: bool = False) -> str:
+    if stats["lo"] is None:
+        return "- (1 seed)" if stats["n"] == 1 else "-"
+    return f"[{_fmt(stats['lo'], sign=sign)}, {_fmt(stats['hi'], sign=sign)}]"
+
+
+def conclusion(stats: dict, paper: float | None, reference_learned: bool, reference: float, constant: float) -> str:
+    """One plain sentence on what a paired interval (arm minus reference, points) allows one to conclude."""
+    if not reference_learned:
+        return (
+            f"uninformative: the reference arm ({reference:.1f}) does not beat the majority class ({constant:.1f}) by "
+            f"{LEARN_MARGIN:g} point, so nothing can be concluded (in particular not 'no difference')"
+        )
+    if stats["lo"] is None:
+        return "too few paired seeds for an interval"
+    paper_text = ""
+    if paper is not None:
+        inside = stats["lo"] <= paper <= stats["hi"]
+        paper_text = f"; the paper's {paper:+.2f} is {'inside' if inside else 'outside'} it"
+    if stats["lo"] > 0:
+        return f"the arm is better, by {stats['lo']:.1f} to {stats['hi']:.1f} points (95%){paper_text}"
+    if stats["hi"] < 0:
+        return f"the arm is worse, by {-stats['hi']:.1f} to {-stats['lo']:.1f} points (95%){paper_text}"
+    return (
+        f"the interval contains 0: the difference may be anything from {stats['lo']:+.1f} to {stats['hi']:+.1f} "
+        f"points; neither a gain nor a loss is shown{paper_text}"
+    )
+
+
+def comparisons(labels: list[str]) -> list[tuple[str, str]]:
+    """(arm, reference) pairs: every LBE arm against the baseline, and alpha=auto against each numeric alpha."""
+    base = "baseline (beta 0)"
+    pairs = [(label, base) for label in labels if label != base and base in labels]
+    autos = [label for label in labels if "alpha auto" in label]
+    pairs += [(a, label) for a in autos for label in labels if label not in (base, *autos)]
+    return pairs
+
+
+def selection(records: list[dict]) -> dict[tuple, dict]:
+    """Per setting, the grid point chosen on the validation split: the best mean main metric over the selection
+    seeds (ties: the first in the order run). Returns {setting: {"alpha", "beta", "scores": {(alpha, beta): mean}}}."""
+    grid: dict[tuple, dict[tuple, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r.get("role") == "select":
+            grid[setting_key(r)][(r["alpha"], r["beta"])].append(points(r, MAIN_METRIC[r["task"]]))
+    chosen = {}
+    for setting, scores in grid.items():
+        means = {point: float(np.mean(v)) for point, v in scores.items()}
+        alpha, beta = max(means, key=means.get)  # max keeps the first of equal values
+        chosen[setting] = {"alpha": alpha, "beta": beta, "scores": means}
+    return chosen
+
+
+def _curve_text(record: dict, key: str) -> str:
+    curve = record.get("eval_curve") or []
+    return ", ".join(f"{c['step']}: {100 * c[key]:.1f}" for c in curve if key in c) or "-"
+
+
+def _minutes(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{np.mean(values) / 60:.1f} ({min(values) / 60:.1f}-{max(values) / 60:.1f})"
+
+
+def setting_section(setting: tuple, runs: list[dict], chosen: dict | None) -> list[str]:
+    """Markdown for one task at one budget: per-arm table, paired differences, timing, baseline curve."""
+    task, budget, lr, batch, device = setting
+    lines = [f"### {task.upper()}: {budget}, lr {lr:g}, batch {batch}, {device}", ""]
+    compare = [r for r in runs if r.get("role", "compare") == "compare"]
+    if chosen:
+        scores = ", ".join(f"alpha {a} beta {b}: {v:.1f}" for (a, b), v in chosen["scores"].items())
+        lines += [
+            f"Grid chosen on the validation split (selection seeds only, main metric {MAIN_METRIC[task]}): {scores}; "
+            f"chosen alpha {chosen['alpha']}, beta {chosen['beta']}.",
+            "",
+        ]
+    arms: dict[str, list[dict]] = defaultdict(list)
+    for r in compare:
+        arms[arm_label(r)].append(r)
+    if not arms:
+        return lines + ["No comparison runs finished yet.", ""]
+    constant = {k: 100 * compare[0]["constant_scores"][k] for k in METRICS[task]}
+    lines += [
+        "| metric | arm | seeds | mean | s.e. | 95% t-interval | per seed | majority class |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key in METRICS[task]:
+        for label, rs in arms.items():
+            rs = sorted(rs, key=lambda r: r["seed"])
+            stats = t_interval([points(r, key) for r in rs])
+            per_seed = ", ".join(f"{points(r, key):.1f}" + ("" if learned(r) else "*") for r in rs)
+            lines.append(
+                f"| {key} | {label} | {stats['n']} | {_fmt(stats['mean'])} | {_fmt(stats['se'])} | "
+                f"{_interval(stats)} | {per_seed} | {constant[key]:.1f} |"
+            )
+    lines += ["", "\\* this run does not beat the majority class by 1 point on the main metric.", ""]
+
+    base = {r["seed"]: r for r in arms.get("baseline (beta 0)", [])}
+    pairs = comparisons(list(arms))
+    if pairs:
+        lines += [
+            "Paired by seed (same head initialisation, data order and dropout), arm minus reference, points; the "
+            "step-time ratio is the median over seeds of the arm's median training-step time over the reference's; "
+            "the paper's Table 4 delta (LBE minus baseline, BERT-base) stands beside the main metric:",
+            "",
+            "| metric | arm - reference | seeds | mean | 95% t-interval | per seed | step-time ratio (seeds) "
+            "| paper | what the interval allows |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for key in METRICS[task]:
+            for label, ref_label in pairs:
+                arm = {r["seed"]: r for r in arms[label]}
+                ref = {r["seed"]: r for r in arms[ref_label]}
+                seeds, diffs, stats = paired_differences(
+                    {s: points(r, key) for s, r in arm.items()}, {s: points(r, key) for s, r in ref.items()}
+                )
+                ratios = [
+                    arm[s]["median_step_s"] / ref[s]["median_step_s"]
+                    for s in seeds
+                    if arm[s].get("median_step_s") and ref[s].get("median_step_s")
+                ]
+                ratio = f"{np.median(ratios):.3f} ({len(ratios)})" if ratios else "-"
+                main = key == MAIN_METRIC[task]
+                paper = PAPER_DELTAS.get(task) if main and ref_label.startswith("baseline") else None
+                ref_mean = _mean_record([ref[s] for s in seeds]) if seeds else _mean_record(list(ref.values()))
+                said = conclusion(
+                    stats, paper, learned({"task": task, **ref_mean}), 100 * ref_mean["metrics"][key], constant[key]
+                )
+                lines.append(
+                    f"| {key} | {label} - {ref_label} | {len(seeds)} | {_fmt(stats['mean'], sign=True)} | "
+                    f"{_interval(stats, sign=True)} | {', '.join(f'{d:+.1f}' for d in diffs)} | {ratio} | "
+                    f"{_fmt(paper, 2, sign=True)} | {said} |"
+                )
+        lines.append("")
+
+    timed = [r for r in compare if r.get("wall_s")]
+    if timed:
+        lines += [
+            "| arm | runs | wall time per run, min (range) | median step time, s | load average at start / end |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for label, rs in arms.items():
+            rs = [r for r in rs if r.get("wall_s")]
+            if not rs:
+                continue
+            steps = [r["median_step_s"] for r in rs if r.get("median_step_s")]
+            loads = [f"{r['load_start'][0]:.1f} / {r['load_end'][0]:.1f}" for r in rs if r.get("load_start")]
+            lines.append(
+                f"| {label} | {len(rs)} | {_minutes([r['wall_s'] for r in rs])} | "
+                f"{_fmt(float(np.median(steps)), 3) if steps else '-'} | {', '.join(loads) or '-'} |"
+            )
+        lines.append("")
+    curves = [r for r in sorted(base.values(), key=lambda r: r["seed"]) if r.get("eval_curve")]
+    if curves:
+        key = MAIN_METRIC[task]
+        lines += [f"Baseline learning curve (validation {key}, points, at step):", ""]
+        lines += [f"- seed {r['seed']}: {_curve_text(r, 'eval_' + key)}" for r in curves]
+        lines.append("")
+    return lines
+
+
+def _mean_record(records: list[dict]) -> dict:
+    """A pseudo-record with the mean metrics of `records` (for the majority-class test of an arm)."""
+    keys = records[0]["metrics"]
+    return {
+        "metrics": {k: float(np.mean([r["metrics"][k] for r in records])) for k in keys},
+        "constant_scores": records[0]["constant_scores"],
+    }
+
+
+def commands_block(records: list[dict]) -> list[str]:
+    """The distinct benchmark commands that produced `records`, in the order first used."""
+    seen: list[str] = []
+    for r in records:
+        command = r.get("benchmark_command")
+        if command and command not in seen:
+            seen.append(command)
+    return ["```", *seen, "```"] if seen else []
+
+
+def results_sections(records: list[dict]) -> list[str]:
+    """One section per task and budget (in task order RTE, MRPC, CoLA, then budget order as run)."""
+    order = {t: i for i, t in enumerate(METRICS)}
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[setting_key(r)].append(r)
+    chosen = selection(records)
+    lines: list[str] = []
+    for setting in sorted(groups, key=lambda s: order.get(s[0], len(order))):
+        lines += setting_section(setting, groups[setting], chosen.get(setting))
+    return lines

@@ -1,0 +1,176 @@
+"""scripts/benchmarks/glue.py: statistics, grid selection, resume, report and argument checks (in-process, hand-made
+JSON records), and one tiny real run through the script."""
+
+import json
+import math
+import runpy
+import shlex
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GLUE = runpy.run_path(str(ROOT / "scripts/benchmarks/glue.py"))
+REPORT = GLUE["glue_report"]
+DATA = GLUE["shared_glue_root"]()
+T_975_2 = 4.302652729911275  # scipy.stats.t.ppf(0.975, 2)
+
+
+def _args(tmp_path: Path, *words: str):
+    args = GLUE["parse_args"](["--results", str(tmp_path / "runs.jsonl"), "--run_dir", str(tmp_path / "runs"), *words])
+    args.argv, args.model_path, args.model_label = list(words), "unused", GLUE["MODEL_NAME"]
+    return args
+
+
+def _record(args, task, arm, alpha, beta, seed, role, main, step_s=1.0, **metrics):
+    constants = GLUE["constant_scores"](DATA / "glue" / task / "validation.jsonl")
+    key = REPORT.MAIN_METRIC[task]
+    spec = GLUE["run_spec"](args, task, arm, alpha, beta, seed, role)
+    return dict(
+        spec,
+        metrics={key: main / 100, **metrics},
+        constant_scores=constants,
+        eval_curve=[{"step": 10, f"eval_{key}": main / 200}, {"step": 20, f"eval_{key}": main / 100}],
+        wall_s=120.0,
+        median_step_s=step_s,
+        load_start=[1.0, 1.0, 1.0],
+        load_end=[2.0, 1.0, 1.0],
+        device="cpu",
+        benchmark_command="HF_HUB_OFFLINE=1 python scripts/benchmarks/glue.py --tasks rte mrpc",
+    )
+
+
+def _write(path: Path, records: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_t_interval_and_paired_differences():
+    stats = REPORT.t_interval([1.0, 2.0, 3.0])
+    se = 1 / math.sqrt(3)
+    assert stats["n"] == 3 and stats["mean"] == pytest.approx(2.0) and stats["se"] == pytest.approx(se)
+    assert (stats["lo"], stats["hi"]) == pytest.approx((2 - T_975_2 * se, 2 + T_975_2 * se))
+    assert REPORT.t_interval([5.0])["lo"] is None  # one seed: no interval
+    # Only seeds both arms ran are paired; differences are arm minus reference.
+    seeds, diffs, paired = REPORT.paired_differences({1: 60.0, 2: 62.0, 3: 65.0, 4: 70.0}, {1: 59.0, 2: 60.0, 3: 62.0})
+    assert seeds == [1, 2, 3] and diffs == [1.0, 2.0, 3.0] and paired["lo"] == pytest.approx(stats["lo"])
+
+
+def test_constant_scores_are_the_majority_class_of_the_validation_rows():
+    rte = GLUE["constant_scores"](DATA / "glue/rte/validation.jsonl")
+    mrpc = GLUE["constant_scores"](DATA / "glue/mrpc/validation.jsonl")
+    assert rte["accuracy"] == pytest.approx(146 / 277) and mrpc["accuracy"] == pytest.approx(279 / 408)
+    assert mrpc["f1"] == pytest.approx(2 * 279 / (2 * 279 + 129)) and rte["matthews_correlation"] == 0.0
+
+
+def test_report_pairs_by_seed_flags_the_majority_class_and_names_the_choice(tmp_path):
+    args = _args(tmp_path, "--tasks", "rte", "mrpc")
+    records = []
+    # Selection on seed 0: alpha 0.5, beta 0.005 wins RTE.
+    for (alpha, beta), acc in {(0.2, 0.005): 60.0, (0.2, 0.05): 61.0, (0.5, 0.005): 63.0, (0.5, 0.05): 58.0}.items():
+        records.append(_record(args, "rte", "lbe", alpha, beta, 0, "select", acc))
+    for seed, base, lbe in ((1, 60.0, 61.0), (2, 62.0, 64.0), (3, 65.0, 68.0)):
+        records.append(_record(args, "rte", "baseline", None, 0.0, seed, "compare", base, step_s=2.0))
+        records.append(_record(args, "rte", "lbe", 0.5, 0.005, seed, "compare", lbe, step_s=2.0 * (1 + seed / 100)))
+        # MRPC: both arms at the majority class (68.4% accuracy).
+        for arm, alpha, beta in (("baseline", None, 0.0), ("lbe", 0.5, 0.005)):
+            records.append(_record(args, "mrpc", arm, alpha, beta, seed, "compare", 100 * 279 / 408, f1=0.812))
+    _write(tmp_path / "runs.jsonl", records)
+    report = tmp_path / "glue_results.md"
+    main = GLUE["main"]
+    assert main(["--report", "--results", str(tmp_path / "runs.jsonl"), "--report_path", str(report),
+                 "--short_budget_results", "", "--auto_alpha_report", ""]) == 0  # fmt: skip
+    text = report.read_text()
+    rte = text[text.index("### RTE") : text.index("### MRPC")]
+    mrpc = text[text.index("### MRPC") :]
+    assert "chosen alpha 0.5, beta 0.005" in rte
+    # Paired differences +1, +2, +3: mean +2.0, 95% t-interval 2 -/+ 4.303 / sqrt(3) = [-0.5, +4.5].
+    row = next(line for line in rte.splitlines() if line.startswith("| accuracy | LBE (alpha 0.5, beta 0.005) - "))
+    assert "| 3 | +2.0 | [-0.5, +4.5] | +1.0, +2.0, +3.0 |" in row
+    assert "| 1.020 (3) |" in row  # median over seeds of 1.01, 1.02, 1.03
+    assert "| -0.08 |" in row and "the interval contains 0" in row and "inside" in row
+    assert "| accuracy | baseline (beta 0) | 3 | 62.3 |" in rte and "- seed 1: 10: 30.0, 20: 60.0" in rte
+    assert "uninformative" in mrpc and "not 'no difference'" in mrpc and "contains 0" not in mrpc
+    assert "HF_HUB_OFFLINE=1 python scripts/benchmarks/glue.py --tasks rte mrpc" in text
+    assert not any(p in text for p in ("/work/", "/root/", "/tmp/", str(tmp_path)))
+
+
+def test_conclusion_says_better_or_worse_when_the_interval_excludes_zero():
+    better = REPORT.conclusion({"lo": 0.4, "hi": 2.0, "n": 3}, 1.07, True, 50.0, 0.0)
+    worse = REPORT.conclusion({"lo": -3.0, "hi": -1.0, "n": 3}, 0.55, True, 75.0, 68.4)
+    assert better.startswith("the arm is better, by 0.4 to 2.0") and "inside" in better
+    assert worse.startswith("the arm is worse, by 1.0 to 3.0") and "outside" in worse
+
+
+def test_campaign_skips_finished_runs_and_compares_at_the_selected_point(tmp_path):
+    args = _args(tmp_path, "--tasks", "rte", "--seeds", "1", "2", "--arms", "baseline", "lbe", "auto")
+    grid = {(0.2, 0.005): 55.0, (0.2, 0.05): 57.0, (0.5, 0.005): 54.0, (0.5, 0.05): 56.0}
+    records = [_record(args, "rte", "lbe", a, b, 0, "select", acc) for (a, b), acc in grid.items()]
+    _write(tmp_path / "runs.jsonl", records)
+    assert GLUE["chosen_point"](args, "rte", records) == (0.2, 0.05)
+    compare = [
+        _record(args, "rte", arm, alpha, 0.0 if arm == "baseline" else 0.05, seed, "compare", 58.0)
+        for seed in (1, 2)
+        for arm, alpha in (("baseline", None), ("lbe", 0.2), ("auto", "auto"))
+    ]
+    _write(tmp_path / "runs.jsonl", records + compare)
+    assert GLUE["campaign"](args) == 0
+    assert not (tmp_path / "runs").exists()  # nothing was started
+    # The run with another seed, or another lr, is not the finished one.
+    other = [GLUE["run_spec"](args, "rte", "baseline", None, 0.0, 3, "compare")]
+    other.append(GLUE["run_spec"](_args(tmp_path, "--lr", "3e-5"), "rte", "baseline", None, 0.0, 1, "compare"))
+    assert GLUE["pending"](other + [compare[0]], tmp_path / "runs.jsonl") == other
+
+
+def test_check_learns_exit_status(tmp_path, capsys):
+    args = _args(tmp_path, "--tasks", "rte", "--check_learns")
+    _write(tmp_path / "runs.jsonl", [_record(args, "rte", "baseline", None, 0.0, 1, "compare", 60.0)])
+    assert GLUE["check_learns"](args) == 0
+    _write(tmp_path / "runs.jsonl", [_record(args, "rte", "baseline", None, 0.0, 1, "compare", 53.1)])
+    assert GLUE["check_learns"](args) == 1 and "stays at the majority class" in capsys.readouterr().out
+    # At another budget there is no baseline run yet.
+    assert GLUE["check_learns"](_args(tmp_path, "--tasks", "rte", "--task_epochs", "rte=6")) == 1
+
+
+@pytest.mark.parametrize(
+    "words, message",
+    [
+        (["--jobs", "3"], "--jobs must be 1 or 2"),
+        (["--select_seeds", "1"], "overlap"),
+        (["--task_epochs", "sst2=3"], "TASK=VALUE"),
+        (["--task_lr", "cola=fast"], "is not a float"),
+        (["--lbe_alpha", "high"], "numbers or 'auto'"),
+        (["--max_train_samples", "8"], "below one batch"),
+        (["--tasks", "qqp"], "invalid choice"),
+        (["--data_dir", "no/such/folder"], "pass --data_dir"),
+    ],
+)
+def test_argument_errors(words, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        GLUE["parse_args"](words)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_task_overrides_accumulate():
+    args = GLUE["parse_args"](["--task_epochs", "cola=6", "--task_lr", "cola=1e-4", "--task_epochs", "rte=4"])
+    assert GLUE["task_budget"](args, "cola") == (6.0, 1e-4)
+    assert GLUE["task_budget"](args, "rte") == (4.0, 5e-5) and GLUE["task_budget"](args, "mrpc") == (3.0, 5e-5)
+
+
+@pytest.mark.slow
+def test_a_tiny_real_run_is_recorded_and_then_skipped(tmp_path):
+    words = ["--tasks", "cola", "--arms", "lbe", "--lbe_alpha", "0.5", "--lbe_beta", "0.05", "--seeds", "1",
+             "--max_steps", "2", "--batch_size", "16", "--max_train_samples", "32", "--max_eval_samples", "64",
+             "--eval_steps", "1"]  # fmt: skip
+    words += ["--results", str(tmp_path / "runs.jsonl"), "--run_dir", str(tmp_path / "runs")]
+    assert GLUE["main"](words) == 0
+    (record,) = GLUE["read_records"](tmp_path / "runs.jsonl")
+    assert (record["task"], record["arm"], record["alpha"], record["beta"], record["steps"]) == ("cola", "lbe", 0.5,
+                                                                                                 0.05, 2)  # fmt: skip
+    assert [c["step"] for c in record["eval_curve"]] == [1, 2] and record["eval_rows"] == 64
+    assert -1 <= record["metrics"]["matthews_correlation"] <= 1 and record["train_log"]["lbe_loss"] > 0
+    assert record["median_step_s"] > 0 and record["wall_s"] > record["median_step_s"] and record["device"] == "cpu"
+    assert len(record["load_start"]) == 3 and record["threads"] == 1
+    assert not any(w.startswith("/") for w in shlex.split(record["run_command"]))  # no machine paths
+    assert shlex.split(record["run_command"])[3] == "$MODEL"
+    assert GLUE["main"](words) == 0  # the same command again: the finished run is skipped
+    assert len(GLUE["read_records"](tmp_path / "runs.jsonl")) == 1
