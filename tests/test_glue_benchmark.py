@@ -135,6 +135,7 @@ def test_check_learns_exit_status(tmp_path, capsys):
     "words, message",
     [
         (["--jobs", "3"], "--jobs must be 1 or 2"),
+        (["--results", "docs/glue_auto_alpha.md"], "JSON Lines"),
         (["--select_seeds", "1"], "overlap"),
         (["--task_epochs", "sst2=3"], "TASK=VALUE"),
         (["--task_lr", "cola=fast"], "is not a float"),

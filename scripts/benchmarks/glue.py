@@ -30,6 +30,7 @@ import json
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -88,7 +89,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--lbe_beta", type=float, default=0.01, help="Beta of the --lbe_alpha arms (0.01).")
     p.add_argument("--epochs", type=float, default=3.0)
     p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--task_epochs", nargs="+", action="extend", type=task_values(float), default=[], metavar="TASK=EPOCHS")
+    p.add_argument(
+        "--task_epochs", nargs="+", action="extend", type=task_values(float), default=[], metavar="TASK=EPOCHS"
+    )
     p.add_argument("--task_lr", nargs="+", action="extend", type=task_values(float), default=[], metavar="TASK=LR")
     p.add_argument("--max_steps", type=int, default=None, help="Steps instead of epochs (smoke runs).")
     p.add_argument("--max_train_samples", type=int, default=None, help="First N training rows (smoke runs).")
@@ -115,11 +118,14 @@ def make_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = make_parser()
     args = parser.parse_args(argv)
+    if not args.results.endswith(".jsonl"):
+        parser.error(f"--results is the JSON Lines file of runs (.jsonl), got {args.results!r}; the markdown "
+                     "report is --report_path.")  # fmt: skip
     if not 1 <= args.jobs <= 2:
         parser.error("--jobs must be 1 or 2: the machine is shared and timings need free cores.")
     if args.threads < 1:
         parser.error("--threads must be at least 1.")
-    if set(args.select_seeds) & set(args.seeds) and "lbe" in args.arms and args.lbe_alpha is None:
+    if set(args.select_seeds) & set(args.seeds) and {"lbe", "auto"} & set(args.arms) and args.lbe_alpha is None:
         parser.error("--select_seeds and --seeds overlap: the selection seeds must not be reported seeds.")
     if args.max_train_samples is not None and args.max_train_samples < args.batch_size:
         parser.error(f"--max_train_samples {args.max_train_samples} is below one batch ({args.batch_size}).")
@@ -245,7 +251,7 @@ def run_one(args, spec: dict, lock: threading.Lock, constants: dict) -> dict | N
         curve.append({"step": state["global_step"], "epoch": state.get("epoch"),
                       **{f"eval_{k}": metrics[f"eval_{k}"] for k in keys}})  # fmt: skip
     train_logs = [h for h in state["log_history"] if "entropy_mean" in h]
-    steps = sorted(info["step_s"])
+    steps = info["step_s"]
     record = dict(
         spec,
         metrics={k: metrics[f"eval_{k}"] for k in keys},
@@ -255,7 +261,7 @@ def run_one(args, spec: dict, lock: threading.Lock, constants: dict) -> dict | N
         eval_curve=curve,
         train_log=train_logs[-1] if train_logs else None,
         wall_s=round(wall, 1),
-        median_step_s=steps[len(steps) // 2] if steps else None,
+        median_step_s=statistics.median(steps) if steps else None,
         load_start=[round(x, 2) for x in load_start],
         load_end=[round(x, 2) for x in load_end],
         device=info["device"],
@@ -426,11 +432,26 @@ def write_reports(args) -> None:
         "accuracy, CoLA Matthews correlation), in points. The paper's Table 4 (BERT-base) reports LBE minus baseline "
         "of -0.08 (RTE), +0.55 (MRPC) and +1.07 (CoLA) points, with standard errors of 0.7-1.5 points.",
         "",
-        "## Fine-tuning budget (full training sets, batch 32)",
+        "## The campaign's runs",
+        "",
+        "Each section is one task at one budget (its heading); the queue runs the full training sets for 3 epochs "
+        "(more where a task's baseline needs it), batch 32, dynamic padding up to 128 tokens, lr 5e-5 (and 3e-5 on "
+        "MRPC). The LBE arm is the grid point (alpha {0.2, 0.5} x beta {0.005, 0.05}) with the best validation "
+        'main metric on selection seed 0, which is not among the reported seeds; alpha="auto" runs at the chosen '
+        "beta. Step times are medians over a run's training steps (evaluations excluded), measured on a shared "
+        "machine whose load average each run records.",
         "",
     ]
     budget = read_records(args.results)
-    body = glue_report.results_sections(budget) if budget else ["No run finished yet.", ""]
+    body = (
+        glue_report.results_sections(budget)
+        if budget
+        else [
+            "No run of the campaign has finished yet; it starts with "
+            "`nohup setsid bash scripts/benchmarks/glue_campaign.sh >> runs/glue_campaign.log 2>&1 &`.",
+            "",
+        ]
+    )
     commands = glue_report.commands_block(budget)
     if commands:
         body += ["Commands that made these rows:", "", *commands, ""]
