@@ -171,6 +171,8 @@ def test_a_tiny_real_run_is_recorded_and_then_skipped(tmp_path):
     assert -1 <= record["metrics"]["matthews_correlation"] <= 1 and record["train_log"]["lbe_loss"] > 0
     assert record["median_step_s"] > 0 and record["wall_s"] > record["median_step_s"] and record["device"] == "cpu"
     assert len(record["load_start"]) == 3 and record["threads"] == 1
+    assert len(record["final_alphas"]) == 6 and record["final_alphas"] != [0.5] * 6  # MiniLM's six FFN outputs
+    assert not list((tmp_path / "runs").rglob("model.safetensors"))  # the weights are not kept
     assert not any(w.startswith("/") for w in shlex.split(record["run_command"]))  # no machine paths
     assert shlex.split(record["run_command"])[3] == "$MODEL"
     assert GLUE["main"](words) == 0  # the same command again: the finished run is skipped

@@ -17,8 +17,9 @@ runs on the other `--seeds`, so the noise of the reported seeds does not pick th
 the chosen beta. `--lbe_alpha 0.5 auto --lbe_beta 0.05` replaces the selection by fixed arms.
 
 One JSON object per finished run is appended to `--results` (task, arm, alpha, beta, lr, epochs, seed, metrics,
-eval curve, wall time, median training-step time, the load average at start and end, device); a run already there
-is skipped, so the same command resumes an interrupted campaign. `--jobs 2` runs two processes at a time (one
+eval curve, learned alphas, wall time, median training-step time, the load average at start and end, device); a
+run already there is skipped, so the same command resumes an interrupted campaign (a run's folder under `--run_dir`
+keeps its logs and JSON files, not the fine-tuned weights). `--jobs 2` runs two processes at a time (one
 thread each, `--threads`). `--report` rewrites the markdown from the JSON files only (`glue_report.py`).
 """
 
@@ -251,6 +252,12 @@ def run_one(args, spec: dict, lock: threading.Lock, constants: dict) -> dict | N
         curve.append({"step": state["global_step"], "epoch": state.get("epoch"),
                       **{f"eval_{k}": metrics[f"eval_{k}"] for k in keys}})  # fmt: skip
     train_logs = [h for h in state["log_history"] if "entropy_mean" in h]
+    alphas = None
+    if (out / "lbe_alphas.safetensors").is_file():
+        from safetensors.numpy import load_file
+
+        alphas = [round(float(a), 5) for a in load_file(str(out / "lbe_alphas.safetensors"))["alpha"]]
+    (out / "model.safetensors").unlink(missing_ok=True)  # 90 MB a run; the record keeps what the report needs
     steps = info["step_s"]
     record = dict(
         spec,
@@ -260,6 +267,7 @@ def run_one(args, spec: dict, lock: threading.Lock, constants: dict) -> dict | N
         steps=state["global_step"],
         eval_curve=curve,
         train_log=train_logs[-1] if train_logs else None,
+        final_alphas=alphas,
         wall_s=round(wall, 1),
         median_step_s=statistics.median(steps) if steps else None,
         load_start=[round(x, 2) for x in load_start],
