@@ -3,8 +3,10 @@ JSON records), and one tiny real run through the script."""
 
 import json
 import math
+import os
 import runpy
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -164,7 +166,7 @@ def test_a_tiny_real_run_is_recorded_and_then_skipped(tmp_path):
              "--eval_steps", "1"]  # fmt: skip
     words += ["--results", str(tmp_path / "runs.jsonl"), "--run_dir", str(tmp_path / "runs")]
     assert GLUE["main"](words) == 0
-    (record,) = GLUE["read_records"](tmp_path / "runs.jsonl")
+    (record,) = REPORT.read_records(tmp_path / "runs.jsonl")
     assert (record["task"], record["arm"], record["alpha"], record["beta"], record["steps"]) == ("cola", "lbe", 0.5,
                                                                                                  0.05, 2)  # fmt: skip
     assert [c["step"] for c in record["eval_curve"]] == [1, 2] and record["eval_rows"] == 64
@@ -176,4 +178,32 @@ def test_a_tiny_real_run_is_recorded_and_then_skipped(tmp_path):
     assert not any(w.startswith("/") for w in shlex.split(record["run_command"]))  # no machine paths
     assert shlex.split(record["run_command"])[3] == "$MODEL"
     assert GLUE["main"](words) == 0  # the same command again: the finished run is skipped
-    assert len(GLUE["read_records"](tmp_path / "runs.jsonl")) == 1
+    assert len(REPORT.read_records(tmp_path / "runs.jsonl")) == 1
+
+
+def test_campaign_queue_tries_the_fallback_budget_and_drops_a_task_that_never_learns(tmp_path):
+    # The queue's own logic (scripts/benchmarks/glue_campaign.sh) with a stand-in for glue.py whose --check_learns
+    # fails for RTE at every budget and for CoLA at the default budget only.
+    stand_in = tmp_path / "glue_stand_in.sh"
+    stand_in.write_text(
+        '#!/usr/bin/env bash\necho "glue.py $*"\n'
+        '[[ "$*" == *check_learns* && "$*" == *"--tasks rte"* ]] && exit 1\n'
+        '[[ "$*" == *check_learns* && "$*" == *"--tasks cola"* && "$*" != *cola=6* ]] && exit 1\n'
+        "exit 0\n"
+    )
+    stand_in.chmod(0o755)
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts/benchmarks/glue_campaign.sh")],
+        env={**os.environ, "GLUE": str(stand_in)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "glue.py --jobs 1 --tasks cola --arms baseline --seeds 1 --eval_steps 25 --task_epochs cola=6 " \
+        "--task_lr cola=1e-4" in lines  # fmt: skip
+    assert any(line.startswith("rte: the baseline stays at the majority class") for line in lines)
+    assert "glue.py --jobs 1 --tasks mrpc cola --seeds 1 2 3 --task_epochs cola=6 --task_lr cola=1e-4" in lines
+    assert "glue.py --jobs 1 --tasks mrpc --lr 3e-5 --seeds 1 2 3 --task_epochs cola=6 --task_lr cola=1e-4" in lines
+    assert lines[-1] == "glue.py --report" and not any("--tasks rte mrpc" in line for line in lines)

@@ -19,14 +19,14 @@ the chosen beta. `--lbe_alpha 0.5 auto --lbe_beta 0.05` replaces the selection b
 One JSON object per finished run is appended to `--results` (task, arm, alpha, beta, lr, epochs, seed, metrics,
 eval curve, learned alphas, wall time, median training-step time, the load average at start and end, device); a
 run already there is skipped, so the same command resumes an interrupted campaign (a run's folder under `--run_dir`
-keeps its logs and JSON files, not the fine-tuned weights). `--jobs 2` runs two processes at a time (one
-thread each, `--threads`). `--report` rewrites the markdown from the JSON files only (`glue_report.py`).
+keeps its logs and JSON files, not the fine-tuned weights). `--jobs 2` runs two processes at a time (one thread
+each, `--threads`; `glue_child.py` is one run, timing its steps). `--report` rewrites the markdown from the JSON
+files only (`glue_report.py`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shlex
@@ -230,7 +230,12 @@ def run_one(args, spec: dict, lock: threading.Lock, constants: dict) -> dict | N
     out.mkdir(parents=True)
     words = run_glue_args(args, spec, out)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(args.threads))
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", str(out / "run_info.json"), *words]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve().parent / "glue_child.py"),
+        str(out / "run_info.json"),
+        *words,
+    ]
     with lock:
         print(f"start {run_name(spec)}", flush=True)
     load_start, t0 = os.getloadavg(), time.time()
@@ -290,59 +295,12 @@ def run_one(args, spec: dict, lock: threading.Lock, constants: dict) -> dict | N
     return record
 
 
-def child_main(info_path: str, words: list[str]) -> None:
-    """One run in this process: scripts/run_glue.py's `main` with a callback timing each training step."""
-    import torch
-    import transformers
-    from transformers import TrainerCallback
-
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    spec = importlib.util.spec_from_file_location("run_glue", ROOT / "scripts" / "run_glue.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["run_glue"] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    times: list[float] = []
-    device: list[str] = []
-
-    class StepTimer(TrainerCallback):
-        # on_step_begin .. on_step_end spans forward, backward and the optimizer step, not the evaluations.
-        def on_train_begin(self, args, state, control, **kwargs):
-            d = args.device
-            device.append(torch.cuda.get_device_name(d) if d.type == "cuda" else d.type)
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            times.append(time.perf_counter() - self.t0)
-
-    class TimedTrainer(module.LBETrainer):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            self.add_callback(StepTimer())
-
-    module.LBETrainer = TimedTrainer
-    module.main(words)
-    if not times:
-        raise RuntimeError("No training step was timed: scripts/run_glue.py must build its LBETrainer by that name.")
-    versions = {"torch": torch.__version__, "transformers": transformers.__version__}
-    info = {"step_s": times, "device": device[0], "threads": torch.get_num_threads(), "versions": versions}
-    Path(info_path).write_text(json.dumps(info))
-
-
 # ---- the campaign -------------------------------------------------------------------------------------------
-
-
-def read_records(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def pending(specs: list[dict], results: str | Path) -> list[dict]:
     """The specs whose run is not yet in the results file (finished runs are skipped on restart)."""
-    done = {key(r) for r in read_records(results)}
+    done = {key(r) for r in glue_report.read_records(results)}
     return [s for s in specs if key(s) not in done]
 
 
@@ -392,7 +350,7 @@ def campaign(args) -> int:
         specs = [run_spec(args, t, "lbe", a, b, s, "select") for s in args.select_seeds for t in args.tasks
                  for a, b in grid]  # fmt: skip
         failures += run_all(args, specs, constants)[1]
-        records = read_records(args.results)
+        records = glue_report.read_records(args.results)
         for t in args.tasks:
             chosen = chosen_point(args, t, records)
             if chosen is None:
@@ -414,7 +372,7 @@ def campaign(args) -> int:
 
 
 def check_learns(args) -> int:
-    records = read_records(args.results)
+    records = glue_report.read_records(args.results)
     status = 0
     for t in args.tasks:
         base = [r for r in budget_records(args, t, records) if r["arm"] == "baseline" and r["role"] == "compare"]
@@ -432,83 +390,8 @@ def check_learns(args) -> int:
     return status
 
 
-def write_reports(args) -> None:
-    header = [
-        "# GLUE: all-MiniLM-L6-v2 with and without LBE",
-        "",
-        "Generated by `python scripts/benchmarks/glue.py --report` from the JSON records in `docs/results/` (one "
-        "object per finished run, each with the command that made it); the campaign's queue is "
-        "`scripts/benchmarks/glue_campaign.sh`. Model: " + MODEL_NAME + ", fine-tuned in full with LBETrainer "
-        "(`--lbe_beta 0` is the baseline), GLUE validation split, metrics as GLUE (RTE accuracy, MRPC F1 and "
-        "accuracy, CoLA Matthews correlation), in points. The paper's Table 4 (BERT-base) reports LBE minus baseline "
-        "of -0.08 (RTE), +0.55 (MRPC) and +1.07 (CoLA) points, with standard errors of 0.7-1.5 points.",
-        "",
-        "## The campaign's runs",
-        "",
-        "Each section is one task at one budget (its heading); the queue runs the full training sets for 3 epochs "
-        "(more where a task's baseline needs it), batch 32, dynamic padding up to 128 tokens, lr 5e-5 (and 3e-5 on "
-        "MRPC). The LBE arm is the grid point (alpha {0.2, 0.5} x beta {0.005, 0.05}) with the best validation "
-        'main metric on selection seed 0, which is not among the reported seeds; alpha="auto" runs at the chosen '
-        "beta. Step times are medians over a run's training steps (evaluations excluded), measured on a shared "
-        "machine whose load average each run records.",
-        "",
-    ]
-    budget = read_records(args.results)
-    body = (
-        glue_report.results_sections(budget)
-        if budget
-        else [
-            "No run of the campaign has finished yet; it starts with "
-            "`nohup setsid bash scripts/benchmarks/glue_campaign.sh >> runs/glue_campaign.log 2>&1 &`.",
-            "",
-        ]
-    )
-    commands = glue_report.commands_block(budget)
-    if commands:
-        body += ["Commands that made these rows:", "", *commands, ""]
-    lines = header + body
-    if args.short_budget_results and Path(args.short_budget_results).is_file():
-        short = read_records(args.short_budget_results)
-        lines += [
-            "## Short budget: 30 steps (earlier runs)",
-            "",
-            "30 steps of batch 16 are too few for either arm to learn: on MRPC every run predicts the majority "
-            "class, and RTE stays near chance, so these rows say nothing about LBE. " + short[0].get("note", ""),
-            "",
-            *glue_report.results_sections(short),
-            "Command:",
-            "",
-            *glue_report.commands_block(short),
-            "",
-        ]
-    Path(args.report_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.report_path).write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
-    print(f"wrote {args.report_path}")
-    if args.auto_alpha_report and AUTO_ALPHA.is_file():
-        runs = read_records(AUTO_ALPHA)
-        text = [
-            '# alpha="auto" on MiniLM/RTE (150 steps)',
-            "",
-            "Generated by `python scripts/benchmarks/glue.py --report` from "
-            f"`docs/results/{AUTO_ALPHA.name}`. Model: {MODEL_NAME}; 150 steps of batch 16, a near-chance budget "
-            "for RTE, so the comparison shows how the arms' entropy targets behave, not what they do once the model "
-            'learns; the alpha="auto" arm at the real budget is in [glue_results.md](glue_results.md). '
-            + runs[0].get("note", ""),
-            "",
-            *glue_report.results_sections(runs),
-            "Command:",
-            "",
-            *glue_report.commands_block(runs),
-        ]
-        Path(args.auto_alpha_report).write_text("\n".join(text).rstrip() + "\n", encoding="utf-8")
-        print(f"wrote {args.auto_alpha_report}")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--child"]:
-        child_main(argv[1], argv[2:])
-        return 0
     args = parse_args(argv)
     args.argv = argv
     if args.model_name_or_path is None:
@@ -519,7 +402,9 @@ def main(argv: list[str] | None = None) -> int:
         args.model_path = args.model_name_or_path
         args.model_label = Path(args.model_name_or_path).name if os.path.isdir(args.model_path) else args.model_path
     if args.report:
-        write_reports(args)
+        glue_report.write_reports(
+            args.results, args.report_path, args.short_budget_results, AUTO_ALPHA, args.auto_alpha_report, MODEL_NAME
+        )
         return 0
     if args.check_learns:
         return check_learns(args)
