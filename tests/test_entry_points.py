@@ -146,7 +146,10 @@ def _install_and_test(words: list[str], tmp_path: Path, capsys) -> None:
 
 RUNNERS = [
     (r"pip install .* && lbe-hf demo$", _install_and_demo),
-    (r"pip install .*\[test\].* && HF_HUB_OFFLINE=1 python -m pytest -q -m \"not slow\" && .* -m slow$", _install_and_test),
+    (
+        r"pip install .*\[test\].* && HF_HUB_OFFLINE=1 python -m pytest -q -m \"not slow\" && .* -m slow$",
+        _install_and_test,
+    ),
     (r"python scripts/run_glue\.py ", _run_glue),
     (r"ACCELERATE_USE_CPU=true accelerate launch .*scripts/run_glue_no_trainer\.py ", _run_glue_no_trainer),
     (r"python scripts/sweep\.py configs/glue/rte\.yaml --print$", _sweep),
