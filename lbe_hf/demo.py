@@ -149,7 +149,7 @@ def plot_entropy_history(runs: dict[str, dict], path: str, title: str = "") -> N
         ax.set_title(f"{name}: test accuracy {run['accuracy']:.1%}")
         ax.set_xlabel("layer")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower left", fontsize=8)
+        ax.legend(loc="center right", fontsize=8)
         sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, last_step))
         fig.colorbar(sm, ax=ax, label="training step (training batches)")
     axes[0][0].set_ylabel("batch entropy (nats, log scale)")
