@@ -31,7 +31,7 @@ from torch import nn
 from .auto_alpha import AutoAlphaInit
 from .collect import ActivationCollector, resolve_target_modules, unwrap_model
 from .config import AUTO, BatchEntropyConfig
-from .entropy import DeferredGradients, layer_entropies
+from .entropy import layer_entropies
 from .loss import lbe_loss, regularized_loss
 
 logger = logging.getLogger(__name__)
@@ -180,7 +180,6 @@ class LBERegularizer:
         self.pending: list[torch.Tensor] = []
         self.layer_names: list[str] = []
         self._layer_slot: dict[str, int] = {}
-        self._grad_hooks = DeferredGradients()
         self._warned: set[str] = set()
         self._sums: dict[str, torch.Tensor] | None = None
         self._layer_sums: torch.Tensor | None = None
@@ -319,7 +318,7 @@ class LBERegularizer:
             )
             self._record(None, None, None, dropped=0, skipped=True)
             return alpha.sum() * 0.0
-        entropies = layer_entropies(kept, self.config.constant, kept_masks, self._grad_hooks)
+        entropies = layer_entropies(kept, self.config.constant, kept_masks)
         index_t = torch.tensor(index, device=alpha.device)
         if self.auto_alpha is not None:
             per_module = torch.zeros_like(alpha).index_add_(0, index_t, entropies.detach().to(alpha))
