@@ -22,10 +22,10 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from .checkpoint import get_last_complete_checkpoint
 from .collect import resolve_target_modules
 from .config import BatchEntropyConfig
-from .data import TensorDictDataset, default_mnist_folder, digits_split, mnist_split
 from .entropy import effective_rank, layer_entropies
 from .models import FNNConfig, FNNForImageClassification
 from .models.fnn import lsuv_init
+from .tasks.data import TensorDictDataset, default_mnist_folder, digits_split, mnist_split
 from .trainer import LBETrainer
 
 DATASETS = ("mnist", "digits", "mnist01", "digits01")

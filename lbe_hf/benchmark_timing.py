@@ -17,9 +17,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trai
 
 from .benchmark import StepTimer, build_fnn, load_split, make_trainer
 from .config import BatchEntropyConfig
-from .data import shared_data_dir
 from .entropy import layer_entropies
 from .loss import lbe_loss
+from .tasks.data import shared_data_dir
 
 BENCH_MODELS = {
     "fnn": {

@@ -16,9 +16,9 @@ from collections.abc import Callable
 import torch
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
+from .cli.plotting import plot_entropy_history
 from .collect import ActivationCollector, resolve_target_modules, unwrap_model
 from .entropy import CONSTANTS, layer_entropies
-from .plotting import plot_entropy_history
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Seed x entropy-implementation check of `lbe-hf demo`'s setting: is the rescue robust?
 
-Runs the demo's training (`lbe_hf.demo.train_run`) for several seeds, each with lbe_hf's entropy (fused variance
+Runs the demo's training (`lbe_hf.cli.demo.train_run`) for several seeds, each with lbe_hf's entropy (fused variance
 node, deferred gradients) and with a plain-autograd reference (`torch.var(x, dim=0, unbiased=True)`, written out
 below), and appends one JSON line per run to --out. The demo's settings are its command-line defaults; any demo
 flag can be changed here the same way:
@@ -17,8 +17,8 @@ import time
 import torch
 
 import lbe_hf.regularizer
-from lbe_hf import demo
-from lbe_hf.data import digits_split
+from lbe_hf.cli import demo
+from lbe_hf.tasks.data import digits_split
 
 
 def autograd_layer_entropies(activations, constant, mask=None, hooks=None):

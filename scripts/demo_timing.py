@@ -41,7 +41,7 @@ def main() -> None:
         before = busy_processes()
         load = os.getloadavg()
         with tempfile.TemporaryDirectory() as out:
-            command = [sys.executable, "-m", "lbe_hf.cli", "demo", "--threads", str(threads), "--no_progress"]
+            command = [sys.executable, "-m", "lbe_hf.cli.main", "demo", "--threads", str(threads), "--no_progress"]
             start = time.perf_counter()
             subprocess.run([*command, *rest, "--output_dir", out], check=True, capture_output=True)
             wall = time.perf_counter() - start

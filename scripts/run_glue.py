@@ -26,7 +26,7 @@ from lbe_hf import LBETrainer
 from lbe_hf.card import name_base_model_in_cards
 from lbe_hf.checkpoint import get_last_complete_checkpoint
 from lbe_hf.extras import MissingExtraError
-from lbe_hf.glue import (
+from lbe_hf.tasks.glue import (
     HUB_DATASET,
     GlueLBEArguments,
     LoraArguments,

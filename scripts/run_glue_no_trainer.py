@@ -33,7 +33,8 @@ from transformers import DataCollatorWithPadding, HfArgumentParser, SchedulerTyp
 from lbe_hf import LBERegularizer
 from lbe_hf.card import lbe_card_section
 from lbe_hf.extras import MissingExtraError
-from lbe_hf.glue import (
+from lbe_hf.regularizer import ALPHAS_ATTRIBUTE
+from lbe_hf.tasks.glue import (
     HUB_DATASET,
     GlueLBEArguments,
     LoraArguments,
@@ -47,7 +48,6 @@ from lbe_hf.glue import (
     write_model_card,
     write_rank_alphas,
 )
-from lbe_hf.regularizer import ALPHAS_ATTRIBUTE
 
 logger = get_logger(__name__)
 # What --push_to_hub leaves out of output_dir: accelerate checkpoints (step_N / epoch_N) and private files.

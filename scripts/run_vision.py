@@ -28,7 +28,6 @@ from torch.utils.data import Dataset
 from transformers import AutoConfig, AutoModel, HfArgumentParser, TrainingArguments, set_seed
 
 from lbe_hf import LBEArguments, LBETrainer, get_last_complete_checkpoint
-from lbe_hf.data import load_mnist_idx
 from lbe_hf.extras import MissingExtraError, require
 from lbe_hf.models import (
     AutoencoderConfig,
@@ -40,6 +39,7 @@ from lbe_hf.models import (
     reconstruction_metrics,
 )
 from lbe_hf.models.torchvision_wrapper import available_architectures
+from lbe_hf.tasks.data import load_mnist_idx
 
 logger = logging.getLogger(__name__)
 

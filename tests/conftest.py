@@ -1,15 +1,18 @@
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
+# The real GLUE and MNIST files: ../shared/data beside the checkout unless LBE_DATA_DIR says otherwise.
+os.environ.setdefault("LBE_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 
-from lbe_hf.data import shared_data_dir  # noqa: E402
+from lbe_hf.tasks.data import shared_data_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -15,10 +15,10 @@ from transformers import HfArgumentParser, TrainingArguments
 from lbe_hf import BatchEntropyConfig, LBEArguments, LBERegularizer, LBETrainer
 from lbe_hf.auto_alpha import auto_alphas
 from lbe_hf.collect import ActivationCollector
-from lbe_hf.data import TensorDictDataset
 from lbe_hf.entropy import batch_entropy, layer_entropies
 from lbe_hf.loss import lbe_loss
 from lbe_hf.models import FNNConfig, FNNForImageClassification
+from lbe_hf.tasks.data import TensorDictDataset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -11,8 +11,8 @@ from transformers import Trainer, TrainingArguments
 
 from lbe_hf import BatchEntropyConfig, LBETrainer
 from lbe_hf.callbacks import HISTORY_NAME, PLOT_NAME, EntropyCallback, summarize_entropies
-from lbe_hf.data import TensorDictDataset
 from lbe_hf.models import FNNConfig, FNNForImageClassification
+from lbe_hf.tasks.data import TensorDictDataset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

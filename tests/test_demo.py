@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lbe_hf import demo
+from lbe_hf.cli import demo
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
@@ -17,7 +17,7 @@ RESULTS = ROOT / "docs" / "results"
 
 def test_demo_cli_writes_table_summary_and_entropy_plot(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "lbe_hf.cli", "demo", "--depth", "4", "--width", "32", "--steps", "6",
+        [sys.executable, "-m", "lbe_hf.cli.main", "demo", "--depth", "4", "--width", "32", "--steps", "6",
          "--batch_size", "64", "--no_progress", "--output_dir", str(tmp_path)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -37,7 +37,7 @@ def test_demo_cli_writes_table_summary_and_entropy_plot(tmp_path):
 
 def test_demo_rejects_bad_arguments(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "lbe_hf.cli", "demo", "--batch_size", "1", "--output_dir", str(tmp_path)],
+        [sys.executable, "-m", "lbe_hf.cli.main", "demo", "--batch_size", "1", "--output_dir", str(tmp_path)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode != 0 and "--batch_size >= 2" in result.stderr

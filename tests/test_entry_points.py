@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lbe_hf.data import shared_data_dir
 from lbe_hf.extras import MissingExtraError, require
+from lbe_hf.tasks.data import shared_data_dir
 
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11 (pyproject.toml is read as the source of truth)
 
@@ -118,7 +118,7 @@ def _run_vision(words: list[str], tmp_path: Path, capsys) -> None:
 
 
 def _diagnose(words: list[str], tmp_path: Path, capsys) -> None:
-    from lbe_hf.cli import main
+    from lbe_hf.cli.main import main
 
     assert main(words[1:]) == 1  # PyTorch-init depth 50 is collapsed
     out = capsys.readouterr().out
@@ -200,8 +200,8 @@ def test_scripts_exit_with_the_message_not_a_traceback(tmp_path, script, flag):
 
 
 def test_missing_extra_names_it(monkeypatch):
-    from lbe_hf.glue import get_task, load_glue_datasets
-    from lbe_hf.plotting import plot_entropy_history
+    from lbe_hf.cli.plotting import plot_entropy_history
+    from lbe_hf.tasks.glue import get_task, load_glue_datasets
 
     with pytest.raises(MissingExtraError, match=r'pip install "lbe-hf\[glue\]"'):
         require("no_such_package_for_lbe_hf", "glue")

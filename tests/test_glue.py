@@ -18,8 +18,8 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import f1_score, matthews_corrcoef
 
 from lbe_hf import BatchEntropyConfig, LBERegularizer
-from lbe_hf.data import shared_data_dir
-from lbe_hf.glue import get_task, load_glue_metric, load_model_and_tokenizer, validate_dataset
+from lbe_hf.tasks.data import shared_data_dir
+from lbe_hf.tasks.glue import get_task, load_glue_metric, load_model_and_tokenizer, validate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = shared_data_dir() / "glue"
@@ -172,7 +172,7 @@ def _check_card(card: str, task: str, alphas: torch.Tensor) -> None:
 
 def test_card_names_hub_ids_and_cache_snapshots(tmp_path):
     from lbe_hf.card import base_model_name
-    from lbe_hf.glue import card_kwargs
+    from lbe_hf.tasks.glue import card_kwargs
 
     snapshot = tmp_path / "models--google-bert--bert-base-uncased" / "snapshots" / "86b5e0934494bd15c9632b12f734a8a6"
     snapshot.mkdir(parents=True)
@@ -204,7 +204,7 @@ def test_unreachable_hub_names_the_local_file_flags(tmp_path, script):
     args += ["--do_train", "--do_eval"] if script == "run_glue" else []
     with pytest.raises(ConnectionError, match=r"nyu-mll/glue.*--train_file glue/rte/train.jsonl --validation_file"):
         _script(script).main(args)
-    from lbe_hf.glue import load_model_and_tokenizer as load
+    from lbe_hf.tasks.glue import load_model_and_tokenizer as load
 
     with pytest.raises(OSError, match="pass a local checkpoint folder .* to --model_name_or_path"):
         load("no-such-org/no-such-model", get_task("rte"))

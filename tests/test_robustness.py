@@ -30,8 +30,8 @@ from transformers.trainer_utils import get_last_checkpoint
 import lbe_hf
 from lbe_hf import BatchEntropyConfig, LBERegularizer, LBETrainer, batch_entropy, layer_entropies, lbe_loss
 from lbe_hf.checkpoint import COMPLETE_MARKER, get_last_complete_checkpoint
-from lbe_hf.data import TensorDictDataset
 from lbe_hf.models import FNNConfig, FNNForImageClassification
+from lbe_hf.tasks.data import TensorDictDataset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SCRIPTS = Path(__file__).parent / "scripts"

@@ -18,8 +18,8 @@ from transformers import (
 )
 
 from lbe_hf import BatchEntropyConfig, LBERegularizer, LBETrainer
-from lbe_hf.data import TensorDictDataset
 from lbe_hf.models import FNNConfig, FNNForImageClassification
+from lbe_hf.tasks.data import TensorDictDataset
 
 LOG_KEYS = {"task_loss", "lbe_loss", "entropy_mean", "entropy_min", "alpha_mean", "lbe_skipped"}
 

@@ -16,7 +16,6 @@ from safetensors.torch import save_file
 from transformers import AutoModel, AutoModelForImageClassification, TrainingArguments
 
 from lbe_hf import BatchEntropyConfig, LBETrainer
-from lbe_hf.data import TensorDictDataset, default_mnist_folder, load_mnist_idx
 from lbe_hf.models import (
     AutoencoderConfig,
     AutoencoderForImageReconstruction,
@@ -27,6 +26,7 @@ from lbe_hf.models import (
     mean_ssim,
     reconstruction_metrics,
 )
+from lbe_hf.tasks.data import TensorDictDataset, default_mnist_folder, load_mnist_idx
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]

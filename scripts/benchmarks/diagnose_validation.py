@@ -21,9 +21,13 @@ from pathlib import Path
 import torch
 
 from lbe_hf.benchmark import FNNRun
-from lbe_hf.data import default_mnist_folder, mnist_split
-from lbe_hf.diagnose import diagnose
+from lbe_hf.cli.diagnose import diagnose
 from lbe_hf.models import FNNConfig, FNNForImageClassification
+from lbe_hf.tasks.data import default_mnist_folder, mnist_split
+
+# The shared data sets beside this checkout (glue/, mnist/), unless LBE_DATA_DIR says otherwise.
+os.environ.setdefault("LBE_DATA_DIR", str(Path(__file__).resolve().parents[3] / "shared" / "data"))
+
 
 ROOT = Path(__file__).resolve().parents[2]
 # Plain-run test accuracy (%) after 600 Adam steps at lr 1e-3 reported in MEASURED.md (minimal implementation) and

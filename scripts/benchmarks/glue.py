@@ -5,7 +5,7 @@
     python scripts/benchmarks/glue.py --report          # docs/glue_results.md from docs/results/glue_budget.jsonl
 
 Every run is `scripts/run_glue.py` (LBETrainer; `--lbe_beta 0` is the baseline) in its own process on the local
-GLUE files (`--data_dir`, default `lbe_hf.data.shared_data_dir()`): the full training set, `--epochs` (default 3),
+GLUE files (`--data_dir`, default `$LBE_DATA_DIR`): the full training set, `--epochs` (default 3),
 batch 32, dynamic padding up to 128 tokens, lr 5e-5, evaluation on the validation split every `--eval_steps` steps
 (the learning curve) and at the end. `--task_epochs cola=6 --task_lr cola=1e-4` set a task's own budget.
 
@@ -38,6 +38,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+# The shared data sets beside this checkout (glue/, mnist/), unless LBE_DATA_DIR says otherwise.
+os.environ.setdefault("LBE_DATA_DIR", str(Path(__file__).resolve().parents[3] / "shared" / "data"))
+
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import glue_report  # noqa: E402  (beside this script)
@@ -145,7 +149,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def shared_glue_root() -> Path:
-    from lbe_hf.data import shared_data_dir
+    from lbe_hf.tasks.data import shared_data_dir
 
     return shared_data_dir()
 

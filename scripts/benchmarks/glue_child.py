@@ -15,6 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+# The shared data sets beside this checkout (glue/, mnist/), unless LBE_DATA_DIR says otherwise.
+os.environ.setdefault("LBE_DATA_DIR", str(Path(__file__).resolve().parents[3] / "shared" / "data"))
+
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

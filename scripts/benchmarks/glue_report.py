@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+# The shared data sets beside this checkout (glue/, mnist/), unless LBE_DATA_DIR says otherwise.
+os.environ.setdefault("LBE_DATA_DIR", str(Path(__file__).resolve().parents[3] / "shared" / "data"))
+
 
 # Peer et al., TMLR 2022, Table 4: LBE minus baseline, BERT-base, GLUE validation, points.
 PAPER_DELTAS = {"rte": -0.08, "mrpc": 0.55, "cola": 1.07}

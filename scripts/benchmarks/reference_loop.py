@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -25,6 +26,9 @@ import torch.nn.functional as F
 
 from lbe_hf.benchmark import DATASETS, accuracy, build_fnn, load_split
 from lbe_hf.models.fnn import INITS, lsuv_init
+
+# The shared data sets beside this checkout (glue/, mnist/), unless LBE_DATA_DIR says otherwise.
+os.environ.setdefault("LBE_DATA_DIR", str(Path(__file__).resolve().parents[3] / "shared" / "data"))
 
 
 def entropy(h: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,11 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
+
+# The shared data sets beside this checkout (glue/, mnist/), unless LBE_DATA_DIR says otherwise.
+os.environ.setdefault("LBE_DATA_DIR", str(Path(__file__).resolve().parents[3] / "shared" / "data"))
+
 
 WARMUP = 20
 

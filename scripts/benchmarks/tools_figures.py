@@ -18,8 +18,11 @@ from transformers import Trainer, TrainingArguments, set_seed
 from lbe_hf import BatchEntropyConfig, LBETrainer
 from lbe_hf.benchmark import accuracy
 from lbe_hf.callbacks import PLOT_NAME, EntropyCallback
-from lbe_hf.data import digits_split
 from lbe_hf.models import FNNConfig, FNNForImageClassification
+from lbe_hf.tasks.data import digits_split
+
+# The shared data sets beside this checkout (glue/, mnist/), unless LBE_DATA_DIR says otherwise.
+os.environ.setdefault("LBE_DATA_DIR", str(Path(__file__).resolve().parents[3] / "shared" / "data"))
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -29,6 +29,10 @@ from lbe_hf.benchmark import DATASETS, FNNRun, load_split
 from lbe_hf.benchmark_report import auto_alpha_table, write_trainability_report
 from lbe_hf.models.fnn import INITS
 
+# The shared data sets beside this checkout (glue/, mnist/), unless LBE_DATA_DIR says otherwise.
+os.environ.setdefault("LBE_DATA_DIR", str(Path(__file__).resolve().parents[3] / "shared" / "data"))
+
+
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 DEFAULT_RESULTS = DOCS / "trainability_results.json"  # the 600-step sweep
 BUDGET_RESULTS = DOCS / "results" / "trainability_budget.json"  # the paper-budget (epochs) campaign

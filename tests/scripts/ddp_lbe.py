@@ -20,8 +20,8 @@ import torch.distributed as dist
 from transformers import TrainingArguments
 
 from lbe_hf import BatchEntropyConfig, LBETrainer, get_last_complete_checkpoint
-from lbe_hf.data import TensorDictDataset
 from lbe_hf.models import FNNConfig, FNNForImageClassification
+from lbe_hf.tasks.data import TensorDictDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for helpers
 from helpers import tiny_bert, tiny_llama  # noqa: E402

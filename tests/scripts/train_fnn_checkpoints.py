@@ -17,8 +17,8 @@ import torch
 from transformers import TrainerCallback, TrainingArguments
 
 from lbe_hf import LBETrainer
-from lbe_hf.data import TensorDictDataset
 from lbe_hf.models import FNNConfig, FNNForImageClassification
+from lbe_hf.tasks.data import TensorDictDataset
 
 
 class Pace(TrainerCallback):

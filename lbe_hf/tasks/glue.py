@@ -2,7 +2,7 @@
 
 Task table (columns, label names, metric), data from the Hub's `nyu-mll/glue` or local JSON Lines / CSV files with
 the same columns, input validation that fails before training, tokenization, the model with a classification head,
-optional LoRA, the GLUE metric (Hub or the local copy in `lbe_hf/metrics/glue_metric.py`) and a model card.
+optional LoRA, the GLUE metric (Hub or the local copy in `lbe_hf/tasks/metrics/glue_metric.py`) and a model card.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from .card import TAGS, base_model_name, local_files_description
-from .config import LBEArguments
-from .extras import require
+from ..card import TAGS, base_model_name, local_files_description
+from ..config import LBEArguments
+from ..extras import require
 
 logger = logging.getLogger(__name__)
 

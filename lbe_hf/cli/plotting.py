@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 def _pyplot():
     """pyplot on the Agg backend: the tools run on servers and in CI without a display."""
-    from .extras import require
+    from ..extras import require
 
     matplotlib = require("matplotlib", "demo", "Plotting")
     matplotlib.use("Agg", force=False)
@@ -73,7 +73,7 @@ def plot_layer_profile(
         names: (L,) module names, in layer order (the x axis counts them from 1).
         entropies: (L,) batch entropies, eq. (3).
         flagged: (L,) True for layers judged collapsed (drawn red).
-        spread: (L,) scale-free relative spread of the layer's outputs (see `lbe_hf.diagnose`), log axis.
+        spread: (L,) scale-free relative spread of the layer's outputs (see `lbe_hf.cli.diagnose`), log axis.
         threshold: spread below which a layer counts as collapsed (dashed line).
     """
     if len(names) != len(entropies):

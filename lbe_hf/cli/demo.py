@@ -23,12 +23,12 @@ import time
 import torch
 from transformers import PrinterCallback, TrainerCallback, TrainingArguments, set_seed
 
-from .collect import ActivationCollector
-from .config import BatchEntropyConfig
-from .data import digits_split
-from .entropy import layer_entropies
-from .models import FNNConfig, FNNForImageClassification
-from .trainer import LBETrainer
+from ..collect import ActivationCollector
+from ..config import BatchEntropyConfig
+from ..entropy import layer_entropies
+from ..models import FNNConfig, FNNForImageClassification
+from ..tasks.data import digits_split
+from ..trainer import LBETrainer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,7 +126,7 @@ def plot_entropy_history(runs: dict[str, dict], path: str, title: str = "") -> N
     much of the signal is left. The lines during training are the training batches' (mean since the previous
     log); the black line is the end of training on the test set, the numbers of the printed table.
     """
-    from .extras import require
+    from ..extras import require
 
     matplotlib = require("matplotlib", "demo", "lbe-hf demo")
     matplotlib.use("Agg")

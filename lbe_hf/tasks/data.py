@@ -93,7 +93,7 @@ def digits_split(
 
     `normalize=True` standardises the pixels with the training split's mean and std (one scalar each, as MNIST's).
     """
-    from .extras import require
+    from ..extras import require
 
     require("sklearn", "demo", "scikit-learn's digits")
     from sklearn.datasets import load_digits
@@ -113,12 +113,22 @@ def digits_split(
     return to_ds(x_train, y_train), to_ds(x_test, y_test)
 
 
+DATA_DIR_ENV = "LBE_DATA_DIR"
+
+
 def shared_data_dir() -> Path:
-    """`$LBE_DATA_DIR`, else the `shared/data` folder beside a source checkout (benchmarks and tests read it)."""
-    env = os.environ.get("LBE_DATA_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+    """`$LBE_DATA_DIR`: a folder of local data sets (`glue/<task>/{train,validation}.jsonl`, `mnist/*-idx*-ubyte`).
+
+    The tests and the benchmark scripts of a source checkout set it to the checkout's `../shared/data`; elsewhere
+    point it at your copy, or pass the files to the scripts directly (`--train_file`, `--data_dir`).
+    """
+    env = os.environ.get(DATA_DIR_ENV)
+    if not env:
+        raise FileNotFoundError(
+            f"no local data folder: set {DATA_DIR_ENV} to a folder holding glue/<task>/*.jsonl and mnist/*-ubyte "
+            "files, or pass the files to the script (--train_file / --data_dir)."
+        )
+    return Path(env)
 
 
 def default_mnist_folder() -> Path:

@@ -1,4 +1,4 @@
-"""`lbe-hf diagnose MODEL`: the command line of `lbe_hf.diagnose` (options, defaults, report, exit status)."""
+"""`lbe-hf diagnose MODEL`: the command line of `lbe_hf.cli.diagnose` (options, defaults, report, exit status)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
-from .collect import resolve_target_modules
+from ..collect import resolve_target_modules
+from ..entropy import CONSTANTS
 from .diagnose import SPREAD_THRESHOLD, Diagnosis, diagnose
 from .diagnose_io import load_inputs, load_model
-from .entropy import CONSTANTS
 
 # ---- command line ---------------------------------------------------------------------------------------------
 

@@ -11,12 +11,15 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
-    "demo": ("lbe_hf.demo", "Train a deep vanilla FNN with and without LBE and show the collapse/recovery contrast."),
+    "demo": (
+        "lbe_hf.cli.demo",
+        "Train a deep vanilla FNN with and without LBE and show the collapse/recovery contrast.",
+    ),
     "diagnose": (
-        "lbe_hf.diagnose_cli",
+        "lbe_hf.cli.diagnose_cli",
         "Batch entropy of every layer of a model: flag layers that pass no information.",
     ),
-    "loss-surface": ("lbe_hf.loss_surface", "Plot task and LBE loss surfaces around a model (Li et al. 2018)."),
+    "loss-surface": ("lbe_hf.cli.loss_surface", "Plot task and LBE loss surfaces around a model (Li et al. 2018)."),
 }
 
 

@@ -21,7 +21,7 @@ neuron a scaled copy of one feature: eq. 3 is satisfied, yet one number per samp
 learn at depth 30, so it is a hint, not a collapse. It is scale-free, so at initialisation a collapsed net's
 tiny deviations read high ranks: the relative spread decides there.
 
-The command line (`lbe-hf diagnose`, exit status 0 healthy, 1 collapsed, 2 bad input) is `lbe_hf.diagnose_cli`.
+The command line (`lbe-hf diagnose`, exit status 0 healthy, 1 collapsed, 2 bad input) is `lbe_hf.cli.diagnose_cli`.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .collect import ActivationCollector, resolve_target_modules
-from .entropy import CONSTANTS, effective_rank, layer_entropies
+from ..collect import ActivationCollector, resolve_target_modules
+from ..entropy import CONSTANTS, effective_rank, layer_entropies
 
 SPREAD_THRESHOLD = 1e-5
 # A probe that doesn't learn counts as failed only if it also shrinks the smallest spread by this factor.

@@ -13,8 +13,8 @@ import os
 import torch
 from torch import nn
 
-from .data import default_mnist_folder, digits_split, mnist_split
-from .models import FNNConfig, FNNForImageClassification
+from ..models import FNNConfig, FNNForImageClassification
+from ..tasks.data import default_mnist_folder, digits_split, mnist_split
 
 FNN_INT_FIELDS = ("input_dim", "depth", "width", "num_labels")
 FNN_FIELDS = (*FNN_INT_FIELDS, "activation", "init")
