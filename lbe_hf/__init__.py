@@ -1,12 +1,13 @@
 """Layerwise batch-entropy regularization (Peer et al., TMLR 2022) for Hugging Face `transformers`."""
 
+from .alphas import LBEAlphas
 from .callbacks import EntropyCallback
 from .checkpoint import get_last_complete_checkpoint
 from .collect import ActivationCollector
 from .config import BatchEntropyConfig, LBEArguments
 from .entropy import PI_E, TWO_PI_E, batch_entropy, layer_entropies
 from .loss import lbe_loss, regularized_loss
-from .regularizer import LBEAlphas, LBERegularizer
+from .regularizer import LBERegularizer
 from .targets import TARGETS_BY_MODEL_TYPE, count_blocks, resolve_target_modules
 from .trainer import LBEMixin, LBETrainer
 

@@ -13,8 +13,10 @@ import os
 import re
 import socket
 
+from .alphas import ALPHAS_NAME
+
 COMPLETE_MARKER = "lbe_checkpoint_complete.json"
-ALPHAS_FILE = "lbe_alphas.safetensors"
+
 TRAINER_STATE_FILE = "trainer_state.json"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
@@ -61,7 +63,7 @@ def is_complete_checkpoint(folder: str | os.PathLike) -> bool:
     marker = os.path.join(folder, COMPLETE_MARKER)
     if os.path.isfile(marker):
         return _reads_as_json(marker)
-    if os.path.exists(os.path.join(folder, ALPHAS_FILE)):
+    if os.path.exists(os.path.join(folder, ALPHAS_NAME)):
         return False
     return _reads_as_json(os.path.join(folder, TRAINER_STATE_FILE))
 

@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .alphas import ALPHAS_ATTRIBUTE, ALPHAS_NAME, LBEAlphas, copy_into, is_fully_sharded, plain_tensor
 from .auto_alpha import AutoAlphaInit
 from .collect import ActivationCollector, resolve_target_modules, unwrap_model
 from .config import AUTO, BatchEntropyConfig
@@ -36,40 +37,8 @@ from .loss import lbe_loss, regularized_loss
 
 logger = logging.getLogger(__name__)
 
-ALPHAS_NAME = "lbe_alphas.safetensors"
-ALPHAS_ATTRIBUTE = "lbe_alphas"
 # Running sums behind the logged metrics (see `pop_metrics`).
 _SUM_KEYS = ("task_loss", "task_weight", "lbe_loss", "entropy_mean", "entropy_min", "counted", "skipped", "dropped")
-
-
-class LBEAlphas(nn.Module):
-    """One learnable entropy target per regularized layer.
-
-    A submodule of the model, so the Trainer's optimizer trains it, DDP synchronizes it and PEFT leaves it
-    trainable. It is kept out of the model's `state_dict()`: a saved or pushed model then loads with plain
-    `transformers` without unexpected keys, and the alphas travel in their own file (`lbe_alphas.safetensors`).
-    """
-
-    def __init__(self, num_layers: int, init: float):
-        super().__init__()
-        self.alpha = nn.Parameter(torch.full((num_layers,), float(init)))
-
-    def _save_to_state_dict(self, destination, prefix, keep_vars):
-        pass
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errs):
-        if prefix + "alpha" in state_dict:
-            super()._load_from_state_dict(
-                state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errs
-            )
-
-
-def _is_fully_sharded(model: nn.Module) -> bool:
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:  # torch without FSDP2
-        return False
-    return isinstance(model, FSDPModule)
 
 
 def _decoder_modules(model: nn.Module, names: list[str]) -> set[str]:
@@ -101,38 +70,6 @@ def _with_loss(output, loss: torch.Tensor):
     return type(output)((loss, *output[1:]))
 
 
-def _is_dtensor(tensor: torch.Tensor) -> bool:
-    if not torch.distributed.is_available():
-        return False
-    from torch.distributed.tensor import DTensor
-
-    return isinstance(tensor, DTensor)
-
-
-def _zero3_partitioned(param: torch.Tensor) -> bool:
-    # DeepSpeed ZeRO-3 leaves an empty `data` on a partitioned parameter (one below
-    # `stage3_param_persistence_threshold` elements stays whole on every process and reads as usual).
-    status = getattr(param, "ds_status", None)
-    return hasattr(param, "ds_id") and getattr(status, "name", None) == "NOT_AVAILABLE"
-
-
-def _plain(param: torch.Tensor) -> torch.Tensor:
-    """The whole value of `param`, detached, as a plain tensor.
-
-    FSDP2 (`fully_shard`) turns parameters into DTensors sharded over its mesh; `full_tensor()` all-gathers them.
-    DeepSpeed ZeRO-3 may partition them; `GatheredParameters` all-gathers them. Both are collectives: every process
-    must make the same call, or the others wait forever.
-    """
-    if _is_dtensor(param):
-        return param.detach().full_tensor()
-    if _zero3_partitioned(param):
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters([param]):
-            return param.detach().clone()
-    return param.detach()
-
-
 class LBERegularizer:
     """Layerwise batch-entropy regularization of `model`'s training forwards, driven by `config`.
 
@@ -152,7 +89,7 @@ class LBERegularizer:
 
     def __init__(self, model: nn.Module, config: BatchEntropyConfig | None = None, fold_into_loss: bool = True):
         self.config = config if config is not None else BatchEntropyConfig()
-        if _is_fully_sharded(model):
+        if is_fully_sharded(model):
             raise ValueError(
                 "LBERegularizer was given a model already sharded with fully_shard: its alphas would be plain "
                 "parameters that FSDP never reduces, and they would drift apart across ranks. Create the "
@@ -195,7 +132,7 @@ class LBERegularizer:
         Under FSDP2 (and ZeRO-3 with `stage3_param_persistence_threshold` below their number) the alphas are sharded
         and this gathers them: call it on every process, not on rank 0 only.
         """
-        return _plain(self.alphas_module.alpha).clone()
+        return plain_tensor(self.alphas_module.alpha).clone()
 
     @property
     def num_layers(self) -> int:
@@ -203,7 +140,7 @@ class LBERegularizer:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """For `accelerator.register_for_checkpointing` and our own files: plain CPU tensors (gathered if sharded)."""
-        return {"alpha": _plain(self.alphas_module.alpha).cpu().clone()}
+        return {"alpha": plain_tensor(self.alphas_module.alpha).cpu().clone()}
 
     def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
         alpha = state_dict["alpha"]
@@ -213,21 +150,7 @@ class LBERegularizer:
                 f"modules ({self.module_names[:3]}...). Resume with the same model and target_modules as the run "
                 "that wrote the checkpoint."
             )
-        param = self.alphas_module.alpha
-        alpha = alpha.to(device=param.device, dtype=param.dtype)
-        if _zero3_partitioned(param):  # a collective: rank 0's copy is partitioned onto every process
-            import deepspeed
-
-            with deepspeed.zero.GatheredParameters([param], modifier_rank=0), torch.no_grad():
-                param.copy_(alpha)
-        else:
-            if _is_dtensor(param):
-                from torch.distributed.tensor import distribute_tensor
-
-                # Every process holds the whole saved tensor: each keeps its own shard, without communication.
-                alpha = distribute_tensor(alpha, param.device_mesh, param.placements, src_data_rank=None)
-            with torch.no_grad():
-                param.copy_(alpha)
+        copy_into(self.alphas_module.alpha, alpha)
         if self.auto_alpha is not None:  # loaded alphas replace the measurement
             self.auto_alpha.remove()
             self.auto_alpha = None

@@ -18,11 +18,12 @@ from transformers import Trainer
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from .alphas import ALPHAS_ATTRIBUTE, ALPHAS_NAME
 from .card import lbe_card_section
 from .checkpoint import get_last_complete_checkpoint, is_complete_checkpoint, mark_complete, unmark
 from .collect import unwrap_model
 from .config import BatchEntropyConfig
-from .regularizer import ALPHAS_ATTRIBUTE, ALPHAS_NAME, LBERegularizer
+from .regularizer import LBERegularizer
 
 logger = logging.getLogger(__name__)
 

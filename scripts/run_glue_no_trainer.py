@@ -31,9 +31,9 @@ from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, HfArgumentParser, SchedulerType, default_data_collator, get_scheduler
 
 from lbe_hf import LBERegularizer
+from lbe_hf.alphas import ALPHAS_ATTRIBUTE
 from lbe_hf.card import lbe_card_section
 from lbe_hf.extras import MissingExtraError
-from lbe_hf.regularizer import ALPHAS_ATTRIBUTE
 from lbe_hf.tasks.glue import (
     HUB_DATASET,
     GlueLBEArguments,

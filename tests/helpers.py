@@ -46,3 +46,12 @@ def tiny_llama(vocab_size: int = 64, seed: int = 0, layers: int = 2, **config):
         max_position_embeddings=64,
     )
     return LlamaForCausalLM(LlamaConfig(**{**settings, **config}))
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now, for a launch's rendezvous (the default 29500 may be taken)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

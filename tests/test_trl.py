@@ -18,7 +18,7 @@ from transformers import (
 )
 
 from lbe_hf import BatchEntropyConfig, LBEMixin
-from lbe_hf.regularizer import ALPHAS_NAME
+from lbe_hf.alphas import ALPHAS_NAME
 
 trl = pytest.importorskip("trl")
 from lbe_hf import LBEDPOTrainer, LBESFTTrainer  # noqa: E402

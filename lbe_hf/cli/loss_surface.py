@@ -19,12 +19,12 @@ import sys
 import torch
 from torch import nn
 
+from ..alphas import ALPHAS_ATTRIBUTE
 from ..auto_alpha import auto_alphas
 from ..collect import ActivationCollector, resolve_target_modules
 from ..config import AUTO, BatchEntropyConfig
 from ..entropy import layer_entropies
 from ..loss import lbe_loss
-from ..regularizer import ALPHAS_ATTRIBUTE
 
 
 def _movable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
