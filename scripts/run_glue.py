@@ -9,7 +9,7 @@ Every `TrainingArguments` flag works, plus `--lbe_*` (every `BatchEntropyConfig`
 loss), `--use_lora --lora_r ...`, and local data with `--train_file/--validation_file` (.jsonl/.csv/.tsv with the
 task's columns; needed without Hub access). Writes train/eval/all_results.json
 (with `world_size`), the model (or adapter) with `lbe_alphas.safetensors` + `lbe_config.json`, and a model card.
-Setting `LBE_RANK_ALPHAS_DIR` makes every process write its final alphas there.
+`main()` returns the metrics and the final alphas (`lbe_alphas`) on every process.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from lbe_hf.tasks.glue import (
     load_glue_metric,
     load_model_and_tokenizer,
     tokenize_datasets,
-    write_rank_alphas,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,7 +85,7 @@ def make_parser() -> HfArgumentParser:
     )
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def main(argv: list[str] | None = None) -> dict:
     parser = make_parser()
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
@@ -182,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         results.update(metrics)
-    write_rank_alphas(trainer.alphas.tolist(), training_args.process_index, training_args.world_size)
+    results["lbe_alphas"] = trainer.alphas.tolist()  # every process: a collective under sharded engines
 
     files = {"train": data_args.train_file, "validation": data_args.validation_file}
     kwargs = card_kwargs(task, model_args.model_name_or_path, files, data_args.dataset_name)

@@ -9,8 +9,7 @@ Shows a progress bar on the main process and prints a loss/LBE line every `--log
 The LBE term is the same building block as `LBETrainer`'s (the regularizer's forward hook folds it into
 `outputs.loss`); the alphas are registered for checkpointing, so `--resume_from_checkpoint` restores them.
 Writes `all_results.json` (eval metrics, `world_size`, alphas), the model (or LoRA adapter) with
-`lbe_alphas.safetensors` + `lbe_config.json`, and a model card. Setting `LBE_RANK_ALPHAS_DIR` makes every process
-write its final alphas there.
+`lbe_alphas.safetensors` + `lbe_config.json`, and a model card. `main()` returns the same on every process.
 """
 
 from __future__ import annotations
@@ -46,7 +45,6 @@ from lbe_hf.tasks.glue import (
     predictions_from_logits,
     tokenize_datasets,
     write_model_card,
-    write_rank_alphas,
 )
 
 logger = get_logger(__name__)
@@ -276,7 +274,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         accelerator.end_training()
 
     alphas = regularizer.alphas.tolist()
-    write_rank_alphas(alphas, accelerator.process_index, accelerator.num_processes)
     results = {**eval_metrics, "world_size": accelerator.num_processes, "train_steps": completed, "lbe_alphas": alphas}
     if args.output_dir is not None:
         save(args, accelerator, model, tokenizer, regularizer, task, results, lora=lora_args.use_lora)

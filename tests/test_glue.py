@@ -379,6 +379,8 @@ def test_two_processes_keep_alphas_identical(tmp_path, script, task, extra):
         str(free_port()),
     ]
     command += [
+        str(ROOT / "tests" / "scripts" / "rank_alphas.py"),
+        str(ranks),
         str(ROOT / "scripts" / f"{script}.py"),
         "--model_name_or_path",
         MODEL,
@@ -396,7 +398,7 @@ def test_two_processes_keep_alphas_identical(tmp_path, script, task, extra):
         "--lbe_alpha",
         "0.6",
     ]
-    env = _env(ACCELERATE_USE_CPU="true", LBE_RANK_ALPHAS_DIR=str(ranks))
+    env = _env(ACCELERATE_USE_CPU="true")
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((tmp_path / "out" / "all_results.json").read_text())

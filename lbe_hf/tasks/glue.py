@@ -7,7 +7,6 @@ optional LoRA, the GLUE metric (Hub or the local copy in `lbe_hf/tasks/metrics/g
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -24,7 +23,6 @@ logger = logging.getLogger(__name__)
 
 HUB_DATASET = "nyu-mll/glue"
 LOCAL_METRIC = str(Path(__file__).resolve().parent / "metrics" / "glue_metric.py")
-RANK_ALPHAS_ENV = "LBE_RANK_ALPHAS_DIR"
 
 
 @dataclass(frozen=True)
@@ -416,13 +414,3 @@ def write_model_card(
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
     return path
-
-
-def write_rank_alphas(alphas, rank: int, world_size: int) -> None:
-    """When `$LBE_RANK_ALPHAS_DIR` is set, every process writes its alphas there (to check DDP keeps them equal)."""
-    folder = os.environ.get(RANK_ALPHAS_ENV)
-    if not folder:
-        return
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, f"rank{rank}.json"), "w", encoding="utf-8") as f:
-        json.dump({"rank": rank, "world_size": world_size, "alphas": [float(a) for a in alphas]}, f)
