@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from .entropy import PI_E, layer_entropies
 from .targets import resolve_target_modules, unwrap_model
 
 # Which modules to regularize lives in targets.py; re-exported here, where it used to be defined.
-__all__ = ["ActivationCollector", "resolve_target_modules", "unwrap_model"]
+__all__ = ["ActivationCollector", "Measurement", "measure_entropies", "resolve_target_modules", "unwrap_model"]
 
 
 class ActivationCollector:
@@ -136,3 +139,48 @@ class ActivationCollector:
             handle.remove()
         self._handles = []
         self.release()
+
+
+@dataclass
+class Measurement:
+    """What `measure_entropies` saw: one entry per module application, in call order."""
+
+    names: list[str]  # the module name, `name#k` for the k-th application of a module run several times
+    entropies: torch.Tensor  # (L,) batch entropy (eq. 3) of each
+    activations: list[torch.Tensor]  # the detached outputs
+    output: Any  # what `forward()` returned
+
+
+@torch.no_grad()
+def measure_entropies(
+    model: nn.Module, names: list[str], forward: Callable[[], Any], constant: float = PI_E
+) -> Measurement:
+    """Batch entropy of the modules `names` of `model` in one forward, `forward()`, run in eval mode without grad.
+
+    The hooks are temporary (removed afterwards) and the model's train/eval mode is restored: the one way the tools
+    (`lbe-hf diagnose`, the demo, loss surfaces) measure a batch.
+    """
+    collector = ActivationCollector(model, names)
+    was_training = model.training
+    model.eval()
+    try:
+        with collector.capture():
+            output = forward()
+        applications = collector.take_applications()
+    finally:
+        collector.remove()
+        model.train(was_training)
+    missing = [n for n in names if n not in {name for name, _ in applications}]
+    if missing:
+        raise RuntimeError(f"modules {missing[:5]} did not run in the measured forward; measure modules that do.")
+    counts: dict[str, int] = {}
+    for name, _ in applications:
+        counts[name] = counts.get(name, 0) + 1
+    seen: dict[str, int] = {}
+    labels = []
+    for name, _ in applications:
+        k = seen.get(name, 0)
+        seen[name] = k + 1
+        labels.append(name if counts[name] == 1 else f"{name}#{k}")
+    activations = [a.detach() for _, a in applications]
+    return Measurement(labels, layer_entropies(activations, constant), activations, output)

@@ -136,3 +136,20 @@ def test_non_tensor_output_is_a_clear_error():
     with pytest.raises(TypeError, match="bert.encoder.*returned BaseModelOutput.*not a tensor"):
         with collector.capture():
             model(torch.randint(0, 50, (2, 5)))
+
+
+def test_measure_entropies_removes_its_hooks_restores_the_mode_and_names_applications():
+    from lbe_hf.collect import measure_entropies
+    from lbe_hf.entropy import batch_entropy
+
+    torch.manual_seed(0)
+    shared = torch.nn.Linear(4, 4)
+    model = torch.nn.Sequential(shared, torch.nn.ReLU(), shared).train()
+    x = torch.randn(16, 4)
+    seen = measure_entropies(model, ["0"], lambda: model(x))
+    assert seen.names == ["0#0", "0#1"]  # one module, applied twice
+    first = shared(x)
+    assert torch.allclose(seen.entropies[0], batch_entropy(first))
+    assert torch.allclose(seen.entropies[1], batch_entropy(shared(torch.relu(first))))
+    assert torch.equal(seen.output, model(x)) and model.training
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())

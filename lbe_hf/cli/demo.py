@@ -23,9 +23,8 @@ import time
 import torch
 from transformers import PrinterCallback, TrainerCallback, TrainingArguments, set_seed
 
-from ..collect import ActivationCollector
+from ..collect import measure_entropies
 from ..config import BatchEntropyConfig
-from ..entropy import layer_entropies
 from ..models import FNNConfig, FNNForImageClassification
 from ..tasks.data import digits_split
 from ..trainer import LBETrainer
@@ -110,12 +109,9 @@ def _train(args: argparse.Namespace, beta: float, train_ds, test_ds, work_dir: s
     accuracy = float((predictions.predictions.argmax(-1) == predictions.label_ids).mean())
     # Entropy of every regularized layer on the whole test set, through hooks of its own (the trainer's fold
     # the term into the loss).
-    model.eval()
-    collector = ActivationCollector(model, trainer.lbe_module_names)
-    with torch.no_grad(), collector.capture():
-        model(test_ds.pixel_values)
-    final = layer_entropies(collector.take(), trainer.lbe_config.constant)
-    collector.remove()
+    final = measure_entropies(
+        model, trainer.lbe_module_names, lambda: model(test_ds.pixel_values), trainer.lbe_config.constant
+    ).entropies
     return {"accuracy": accuracy, "final_entropies": final.tolist(), "history": trainer.entropy_history}
 
 

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..collect import ActivationCollector, resolve_target_modules
-from ..entropy import CONSTANTS, effective_rank, layer_entropies
+from ..collect import measure_entropies, resolve_target_modules
+from ..entropy import CONSTANTS, effective_rank
 
 SPREAD_THRESHOLD = 1e-5
 # A probe that doesn't learn counts as failed only if it also shrinks the smallest spread by this factor.
@@ -80,20 +80,11 @@ def measure_layers(model: nn.Module, inputs: dict, names: list[str], constant: f
 
     Returns three (L,) lists.
     """
-    collector = ActivationCollector(model, names)
-    was_training = model.training
-    model.eval()
-    try:
-        with collector.capture():
-            model(**inputs)
-        acts = collector.take()
-    finally:
-        collector.remove()
-        model.train(was_training)
+    seen = measure_entropies(model, names, lambda: model(**inputs), constant)
     return (
-        layer_entropies(acts, constant).tolist(),
-        [relative_spread(a) for a in acts],
-        [effective_rank(a) for a in acts],
+        seen.entropies.tolist(),
+        [relative_spread(a) for a in seen.activations],
+        [effective_rank(a) for a in seen.activations],
     )
 
 

@@ -21,9 +21,8 @@ from torch import nn
 
 from ..alphas import ALPHAS_ATTRIBUTE
 from ..auto_alpha import auto_alphas
-from ..collect import ActivationCollector, resolve_target_modules
+from ..collect import measure_entropies, resolve_target_modules
 from ..config import AUTO, BatchEntropyConfig
-from ..entropy import layer_entropies
 from ..loss import lbe_loss
 
 
@@ -71,7 +70,6 @@ def loss_surface(
     d1, d2 = filter_normalized_direction(model, g), filter_normalized_direction(model, g)
     origin = [p.detach().clone() for p in params]
     coords = torch.linspace(-span, span, steps).tolist()
-    collector = ActivationCollector(model, names)
     was_training = model.training
     model.eval()
     stored = getattr(model, ALPHAS_ATTRIBUTE, None)
@@ -83,9 +81,8 @@ def loss_surface(
             for a in coords:
                 for p, p0, u, v in zip(params, origin, d1, d2):
                     p.copy_(p0 + a * u + b * v)
-                with collector.capture():
-                    task = model(**batch).loss.float().cpu()
-                entropies = layer_entropies(collector.take(), config.constant).cpu()
+                seen = measure_entropies(model, names, lambda: model(**batch), config.constant)
+                task, entropies = seen.output.loss.float().cpu(), seen.entropies.cpu()
                 if alphas is None:  # no trained alphas: the configured initial targets
                     alphas = (
                         auto_alphas(entropies, None, config.alpha_min)
@@ -101,7 +98,6 @@ def loss_surface(
     finally:
         for p, p0 in zip(params, origin):
             p.copy_(p0)
-        collector.remove()
         model.train(was_training)
     return {"coords": coords, **surfaces}
 
