@@ -28,6 +28,7 @@ from ..config import BatchEntropyConfig
 from ..models import FNNConfig, FNNForImageClassification
 from ..tasks.data import digits_split
 from ..trainer import LBETrainer
+from .plotting import plot_entropy_runs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,7 +98,7 @@ def _train(args: argparse.Namespace, beta: float, train_ds, test_ds, work_dir: s
         dataloader_drop_last=True,
     )
     config = BatchEntropyConfig(alpha=args.alpha, beta=beta)
-    # entropy_callback=False: the demo draws both runs side by side itself (plot_entropy_history below).
+    # entropy_callback=False: the demo draws both runs side by side itself (plotting.plot_entropy_runs).
     trainer = LBETrainer(
         model=model, args=training_args, train_dataset=train_ds, lbe_config=config, entropy_callback=False
     )
@@ -113,47 +114,6 @@ def _train(args: argparse.Namespace, beta: float, train_ds, test_ds, work_dir: s
         model, trainer.lbe_module_names, lambda: model(test_ds.pixel_values), trainer.lbe_config.constant
     ).entropies
     return {"accuracy": accuracy, "final_entropies": final.tolist(), "history": trainer.entropy_history}
-
-
-def plot_entropy_history(runs: dict[str, dict], path: str, title: str = "") -> None:
-    """Batch entropy per layer (x) at each logging step (colour), one panel per run: the paper's Fig. 2/6.
-
-    Log y axis: a collapsed layer's entropy is ~1e-10, not 0, and how far below the line at 1e-3 it sits shows how
-    much of the signal is left. The lines during training are the training batches' (mean since the previous
-    log); the black line is the end of training on the test set, the numbers of the printed table.
-    """
-    from ..extras import require
-
-    matplotlib = require("matplotlib", "demo", "lbe-hf demo")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    floor = 1e-12  # below float32 resolution of what a layer passes; plotted at the axis bottom
-    fig, axes = plt.subplots(1, len(runs), figsize=(5.8 * len(runs), 4.4), sharey=True, squeeze=False)
-    cmap = plt.get_cmap("viridis")
-    for ax, (name, run) in zip(axes[0], runs.items()):
-        history = run["history"]
-        last_step = max(step for step, _ in history) if history else 1
-        for step, layers in history:
-            values = [max(v, floor) for v in layers]
-            ax.plot(range(1, len(values) + 1), values, color=cmap(step / last_step), lw=1)
-        final = [max(v, floor) for v in run["final_entropies"]]
-        ax.plot(range(1, len(final) + 1), final, color="black", lw=2, label="end of training, test set")
-        ax.axhline(1e-3, color="tab:red", ls="--", lw=1, label="1e-3: below, a layer passes ~no information")
-        ax.set_yscale("log")
-        ax.set_ylim(floor / 2, 10)
-        ax.set_title(f"{name}: test accuracy {run['accuracy']:.1%}")
-        ax.set_xlabel("layer")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="center right", fontsize=8)
-        sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, last_step))
-        fig.colorbar(sm, ax=ax, label="training step (training batches)")
-    axes[0][0].set_ylabel("batch entropy (nats, log scale)")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def describe(args: argparse.Namespace) -> str:
@@ -179,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         runs[name]["seconds"] = round(time.perf_counter() - arm_start, 1)
     wall = time.perf_counter() - start
     png = os.path.join(out, "entropy_per_layer.png")
-    plot_entropy_history(runs, png, title=f"Batch entropy per layer: {describe(args)}")
+    plot_entropy_runs(runs, png, title=f"Batch entropy per layer: {describe(args)}")
     rows = [
         "| run | test accuracy | last-layer batch entropy | min layer entropy |",
         "| --- | --- | --- | --- |",

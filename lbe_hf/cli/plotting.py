@@ -1,4 +1,5 @@
-"""Figures of the paper's analyses (matplotlib, headless Agg backend): entropy per layer and loss surfaces."""
+"""Every figure the tools draw (matplotlib, headless Agg backend): entropy per layer over training, per-layer
+profiles, loss surfaces."""
 
 from __future__ import annotations
 
@@ -55,6 +56,43 @@ def plot_entropy_history(
         ax.set_yscale("symlog", linthresh=1e-3)
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_entropy_runs(runs: dict[str, dict], path: str | os.PathLike, title: str = "") -> str:
+    """Batch entropy per layer (x) at each logging step (colour), one panel per run: the paper's Fig. 2/6.
+
+    `runs`: name -> {"history": [(step, per-layer entropies)], "final_entropies": [...], "accuracy": float}, as
+    `lbe-hf demo` collects them. Log y axis: a collapsed layer's entropy is ~1e-10, not 0, and how far below the
+    line at 1e-3 it sits shows how much of the signal is left. The lines during training are the training batches'
+    (mean since the previous log); the black line is the end of training on the test set, the numbers of the
+    printed table.
+    """
+    plt = _pyplot()
+    floor = 1e-12  # below float32 resolution of what a layer passes; plotted at the axis bottom
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.8 * len(runs), 4.4), sharey=True, squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, (name, run) in zip(axes[0], runs.items()):
+        history = run["history"]
+        last_step = max(step for step, _ in history) if history else 1
+        for step, layers in history:
+            values = [max(v, floor) for v in layers]
+            ax.plot(range(1, len(values) + 1), values, color=cmap(step / last_step), lw=1)
+        final = [max(v, floor) for v in run["final_entropies"]]
+        ax.plot(range(1, len(final) + 1), final, color="black", lw=2, label="end of training, test set")
+        ax.axhline(1e-3, color="tab:red", ls="--", lw=1, label="1e-3: below, a layer passes ~no information")
+        ax.set_yscale("log")
+        ax.set_ylim(floor / 2, 10)
+        ax.set_title(f"{name}: test accuracy {run['accuracy']:.1%}")
+        ax.set_xlabel("layer")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="center right", fontsize=8)
+        sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, last_step))
+        fig.colorbar(sm, ax=ax, label="training step (training batches)")
+    axes[0][0].set_ylabel("batch entropy (nats, log scale)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
     return _save(fig, path)
 
 
