@@ -120,9 +120,9 @@ class EntropyCallback(TrainerCallback):
         handler.callbacks.insert(0, self)
         self._handler = handler
         self._hider.place(handler, {})
-        if hasattr(trainer, "lbe") and hasattr(trainer, "_lbe_layer_history"):
+        if hasattr(trainer, "lbe") and hasattr(trainer, "entropy_history"):
             # The live list of the term's layers (one per module application, filled in by the first forward).
-            self.bind(lambda: trainer._lbe_layer_history, trainer.lbe.layer_names)
+            self.bind(lambda: trainer.entropy_history, trainer.lbe.layer_names)
         self.attached = True
         return self
 
@@ -157,15 +157,16 @@ class EntropyCallback(TrainerCallback):
             return
         will_log = self._will_log(args, state, state.global_step + 1)
         # Only the forward of a logged step is kept: holding activations on every step would cost memory.
-        self._collector.activations.clear()
-        self._collector.active = will_log is not False
+        self._collector.release()
+        if will_log is not False:
+            self._collector.start()
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._collector is None or not self._collector.active:
             return
-        self._collector.active = False
+        self._collector.stop()
         acts = [self._collector.activations.get(n) for n in self.module_names]
-        self._collector.activations.clear()
+        self._collector.release()
         if any(a is None for a in acts) or acts[0].shape[0] < 2:
             return  # a layer skipped in this forward, or a batch of 1: no batch entropy
         with torch.no_grad():

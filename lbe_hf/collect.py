@@ -92,16 +92,24 @@ class ActivationCollector:
 
     @contextmanager
     def capture(self) -> Iterator[None]:
-        self.activations.clear()
-        self.applications.clear()
-        self.active = True
-        self._armed = True
-        self._grad_enabled = torch.is_grad_enabled()
+        """Capture the forwards run inside this block."""
+        self.start()
         try:
             yield
         finally:
-            self.active = False
-            self._armed = False
+            self.stop()
+
+    def start(self) -> None:
+        """Capture from now on (what entering `capture()` does), dropping anything captured before."""
+        self.release()
+        self.active = True
+        self._armed = True
+        self._grad_enabled = torch.is_grad_enabled()
+
+    def stop(self) -> None:
+        """Stop capturing; what was captured stays until `take()` / `release()`."""
+        self.active = False
+        self._armed = False
 
     def take(self) -> list[torch.Tensor]:
         """The last captured output of each module in `names` order, released from the collector.
