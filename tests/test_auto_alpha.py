@@ -156,6 +156,7 @@ def test_trainer_measures_before_the_first_step_and_resume_keeps_saved_alphas(tm
     assert torch.allclose(reg.alphas, saved)
 
 
+@pytest.mark.slow
 def test_ddp_ranks_start_with_the_same_alphas(tmp_path):
     # Real DDP: two gloo processes (without ACCELERATE_USE_CPU=true each would run alone with world size 1).
     script = Path(__file__).parent / "scripts" / "ddp_auto_alpha.py"

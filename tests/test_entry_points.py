@@ -182,6 +182,7 @@ def test_hub_unreachable_names_the_local_data_flag(tmp_path):
         _script("run_vision").main([str(ROOT / "configs/vision/fnn_mnist.yaml"), "--output_dir", str(tmp_path)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, flag", [("run_glue.py", "--train_file"), ("run_vision.py", "--data_dir")])
 def test_scripts_exit_with_the_message_not_a_traceback(tmp_path, script, flag):
     args = {

@@ -109,6 +109,7 @@ class PoisonCollator:
 # ---- kill and resume, complete checkpoints ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_restores_alphas_optimizer_and_step(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
