@@ -293,8 +293,9 @@ def write_trainability_report(results: dict, folder: Path, budget: dict | None =
             "The test accuracy is measured after the last step; mean ± standard error over the n seeds (as the "
             "paper's Table 1). 'best on curve' is the highest point of the test-accuracy curve (measured 20 times "
             "per run), 'step to 50 %' the median first step at which the curve reached 50 % (and how many seeds "
-            "did). 'ms/step' is the median wall time of a step with one torch thread on a shared machine: it moved by up to "
-            "2x with the machine's other load between runs, so compare step costs only within one timing run. "
+            "did). 'ms/step' is the median wall time of a step with one torch thread on a shared machine: it "
+            "moved by up to 2x with the machine's other load between runs, so compare step costs only within one "
+            "timing run. "
             "The rows are the finished runs of `scripts/benchmarks/campaign_budget.sh`, a queue that appends "
             "each run to `docs/results/trainability_budget.json` as it finishes.\n",
             budget_table(budget) + "\n",
