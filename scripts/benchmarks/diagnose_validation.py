@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import torch
+from bench_fnn import FNNRun
 
-from lbe_hf.benchmark import FNNRun
 from lbe_hf.cli.diagnose import diagnose
 from lbe_hf.models import FNNConfig, FNNForImageClassification
 from lbe_hf.tasks.data import default_mnist_folder, mnist_split

@@ -20,9 +20,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-
-from lbe_hf.benchmark import peak_rss_mib, reset_peak_rss, window_peak_rss_mib
-from lbe_hf.benchmark_timing import BENCH_MODELS, build_bench_trainer, lbe_term_ms, time_blocks
+from bench_fnn import peak_rss_mib, reset_peak_rss, window_peak_rss_mib
+from bench_timing import BENCH_MODELS, build_bench_trainer, lbe_term_ms, time_blocks
 
 # The shared data sets beside this checkout (glue/, mnist/), unless LBE_DATA_DIR says otherwise.
 os.environ.setdefault("LBE_DATA_DIR", str(Path(__file__).resolve().parents[3] / "shared" / "data"))

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bench_fnn import DATASETS, accuracy, build_fnn, load_split
 
-from lbe_hf.benchmark import DATASETS, accuracy, build_fnn, load_split
 from lbe_hf.models.fnn import INITS, lsuv_init
 
 # The shared data sets beside this checkout (glue/, mnist/), unless LBE_DATA_DIR says otherwise.

@@ -13,10 +13,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+from bench_fnn import accuracy
 from transformers import Trainer, TrainingArguments, set_seed
 
 from lbe_hf import BatchEntropyConfig, LBETrainer
-from lbe_hf.benchmark import accuracy
 from lbe_hf.callbacks import PLOT_NAME, EntropyCallback
 from lbe_hf.models import FNNConfig, FNNForImageClassification
 from lbe_hf.tasks.data import digits_split

@@ -24,9 +24,9 @@ import tempfile
 from pathlib import Path
 
 import torch
+from bench_fnn import DATASETS, FNNRun, load_split
+from bench_report import auto_alpha_table, write_trainability_report
 
-from lbe_hf.benchmark import DATASETS, FNNRun, load_split
-from lbe_hf.benchmark_report import auto_alpha_table, write_trainability_report
 from lbe_hf.models.fnn import INITS
 
 # The shared data sets beside this checkout (glue/, mnist/), unless LBE_DATA_DIR says otherwise.

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from .checkpoint import get_last_complete_checkpoint
-from .collect import resolve_target_modules
-from .config import BatchEntropyConfig
-from .entropy import effective_rank, layer_entropies
-from .models import FNNConfig, FNNForImageClassification
-from .models.fnn import lsuv_init
-from .tasks.data import TensorDictDataset, default_mnist_folder, digits_split, mnist_split
-from .trainer import LBETrainer
+from lbe_hf.checkpoint import get_last_complete_checkpoint
+from lbe_hf.collect import resolve_target_modules
+from lbe_hf.config import BatchEntropyConfig
+from lbe_hf.entropy import effective_rank, layer_entropies
+from lbe_hf.models import FNNConfig, FNNForImageClassification
+from lbe_hf.models.fnn import lsuv_init
+from lbe_hf.tasks.data import TensorDictDataset, default_mnist_folder, digits_split, mnist_split
+from lbe_hf.trainer import LBETrainer
 
 DATASETS = ("mnist", "digits", "mnist01", "digits01")
 

@@ -12,14 +12,14 @@ import tempfile
 import time
 
 import torch
+from bench_fnn import StepTimer, build_fnn, load_split, make_trainer
 from torch.utils.data import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments, set_seed
 
-from .benchmark import StepTimer, build_fnn, load_split, make_trainer
-from .config import BatchEntropyConfig
-from .entropy import layer_entropies
-from .loss import lbe_loss
-from .tasks.data import shared_data_dir
+from lbe_hf.config import BatchEntropyConfig
+from lbe_hf.entropy import layer_entropies
+from lbe_hf.loss import lbe_loss
+from lbe_hf.tasks.data import shared_data_dir
 
 BENCH_MODELS = {
     "fnn": {
