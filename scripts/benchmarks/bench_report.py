@@ -307,7 +307,8 @@ def write_trainability_report(results: dict, folder: Path, budget: dict | None =
     if results:
         parts += [
             "## Short budget (600 steps)\n",
-            "The earlier sweep: 600 Adam steps at a constant lr, no clipping (`docs/trainability_results.json`).\n",
+            "The earlier sweep: 600 Adam steps at a constant lr, no clipping "
+            "(`docs/results/trainability_results.json`).\n",
             trainability_table(results) + "\n",
         ]
     (folder / "trainability.md").write_text("\n".join(parts))

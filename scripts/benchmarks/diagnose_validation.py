@@ -3,8 +3,8 @@
 For each (init, depth, seed) the diagnosis runs on a fresh net exactly as the CLI does (forward stage on 512
 held-out MNIST images, then the training probe), and its verdict is compared with whether that net trains: plain
 Adam (lr 1e-3, batch 512, 600 steps) reaching more than 20% test accuracy. That ground truth comes from
-`--results` (the trainability benchmark's JSON files, plain runs) where they have the run, else from the
-reference table of /work/shared/docs/MEASURED.md and the issue (marked "ref").
+`--results` (the trainability benchmark's JSON files, plain runs) where they have the run, else from earlier
+reference measurements of the same configurations (marked "ref").
 
     python scripts/benchmarks/diagnose_validation.py --nets torch:10 torch:30 torch:50 he:10 he:30 he:50 he:100
 """
@@ -55,10 +55,10 @@ def make_parser() -> argparse.ArgumentParser:
         "--results",
         type=Path,
         nargs="+",
-        default=[ROOT / "docs" / "trainability_results.json"],
+        default=[ROOT / "docs" / "results" / "trainability_results.json"],
         help="trainability benchmark JSON files with plain runs (ground truth)",
     )
-    p.add_argument("--out", type=Path, default=ROOT / "docs" / "diagnose_validation.json")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "diagnose_validation.json")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--train_missing", action="store_true", help="train the plain run where no accuracy is known")
     return p

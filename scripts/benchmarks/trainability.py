@@ -34,7 +34,7 @@ os.environ.setdefault("LBE_DATA_DIR", str(Path(__file__).resolve().parents[3] / 
 
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-DEFAULT_RESULTS = DOCS / "trainability_results.json"  # the 600-step sweep
+DEFAULT_RESULTS = DOCS / "results" / "trainability_results.json"  # the 600-step sweep
 BUDGET_RESULTS = DOCS / "results" / "trainability_budget.json"  # the paper-budget (epochs) campaign
 
 
