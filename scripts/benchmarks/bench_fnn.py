@@ -20,9 +20,9 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from lbe_hf.checkpoint import get_last_complete_checkpoint
-from lbe_hf.collect import resolve_target_modules
+from lbe_hf.collect import measure_entropies, resolve_target_modules
 from lbe_hf.config import BatchEntropyConfig
-from lbe_hf.entropy import effective_rank, layer_entropies
+from lbe_hf.entropy import effective_rank
 from lbe_hf.models import FNNConfig, FNNForImageClassification
 from lbe_hf.models.fnn import lsuv_init
 from lbe_hf.tasks.data import TensorDictDataset, default_mnist_folder, digits_split, mnist_split
@@ -71,32 +71,20 @@ class EntropyProbe(TrainerCallback):
 
     def __init__(self, model: torch.nn.Module, batch: torch.Tensor, constant: float):
         self.model, self.batch, self.constant = model, batch, constant
-        modules = dict(model.named_modules())
-        self.modules = [modules[n] for n in resolve_target_modules(model)]
+        self.names = resolve_target_modules(model)
         self.history: list[tuple[int, list[float]]] = []
         self.rank_history: list[tuple[int, list[float]]] = []
         self.constant_history: list[tuple[int, list[float]]] = []
 
     def probe(self, step: int) -> None:
-        outputs: list[torch.Tensor] = []
-        handles = [m.register_forward_hook(lambda _m, _a, out: outputs.append(out)) for m in self.modules]
-        was_training = self.model.training
-        try:
-            self.model.eval()
-            with torch.no_grad():
-                self.model(pixel_values=self.batch)
-                # Rounded (entropies to 4 significant digits, ranks to 0.01, fractions to 1e-4): enough to read
-                # and plot, and the results JSON of a 500-layer run stays small.
-                entropies = layer_entropies(outputs, self.constant).tolist()
-                self.history.append((step, [float(f"{h:.4g}") for h in entropies]))
-                flat = [out.float().flatten(1) for out in outputs]
-                self.rank_history.append((step, [round(effective_rank(x), 2) for x in flat]))
-                constant = [round(float((x.amax(0) == x.amin(0)).float().mean()), 4) for x in flat]
-                self.constant_history.append((step, constant))
-        finally:
-            for h in handles:
-                h.remove()
-            self.model.train(was_training)
+        seen = measure_entropies(self.model, self.names, lambda: self.model(pixel_values=self.batch), self.constant)
+        # Rounded (entropies to 4 significant digits, ranks to 0.01, fractions to 1e-4): enough to read and plot,
+        # and the results JSON of a 500-layer run stays small.
+        self.history.append((step, [float(f"{h:.4g}") for h in seen.entropies.tolist()]))
+        flat = [out.float().flatten(1) for out in seen.activations]
+        self.rank_history.append((step, [round(effective_rank(x), 2) for x in flat]))
+        constant = [round(float((x.amax(0) == x.amin(0)).float().mean()), 4) for x in flat]
+        self.constant_history.append((step, constant))
 
     def on_train_begin(self, args, state, control, **kwargs):
         if all(step != state.global_step for step, _ in self.history):  # a resumed run has its start already
