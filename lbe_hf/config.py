@@ -14,6 +14,7 @@ CONFIG_NAME = "lbe_config.json"
 AUTO = "auto"
 EntropyConstant = Literal["pi_e", "2pi_e"]
 EntropyMode = Literal["flatten", "token"]
+EntropyEstimator = Literal["neuron", "joint"]
 OnNonfinite = Literal["skip", "raise"]
 
 
@@ -37,6 +38,8 @@ class BatchEntropyConfig:
             eq. 3).
         entropy_mode: "flatten" (every non-batch position a neuron, padding included: the paper) or "token"
             (every real token a sample, each channel a neuron).
+        entropy_estimator: "neuron" (eq. 3) or "joint" (`lbe_hf.entropy.joint_layer_entropies`, an experimental
+            variant that also sees correlated neurons).
         on_nonfinite: "skip" a NaN/inf term for that step (counted as `lbe_skipped`) or "raise".
     """
 
@@ -83,6 +86,15 @@ class BatchEntropyConfig:
             "choices": ["flatten", "token"],
         },
     )
+    entropy_estimator: EntropyEstimator = field(
+        default="neuron",
+        metadata={
+            "help": "'neuron' (the paper's eq. 3: each neuron's entropy on its own, averaged) or 'joint' (an "
+            "experimental variant, 0.5/k*logdet(I + c*Cov): also sees correlated neurons; equal to eq. 3 for a "
+            "diagonal covariance).",
+            "choices": ["neuron", "joint"],
+        },
+    )
     on_nonfinite: OnNonfinite = field(
         default="skip",
         metadata={
@@ -116,6 +128,8 @@ class BatchEntropyConfig:
             raise ValueError(f"entropy_constant must be one of {sorted(CONSTANTS)}, got {self.entropy_constant!r}.")
         if self.entropy_mode not in ("flatten", "token"):
             raise ValueError(f"entropy_mode must be 'flatten' or 'token', got {self.entropy_mode!r}.")
+        if self.entropy_estimator not in ("neuron", "joint"):
+            raise ValueError(f"entropy_estimator must be 'neuron' or 'joint', got {self.entropy_estimator!r}.")
         if self.on_nonfinite not in ("skip", "raise"):
             raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {self.on_nonfinite!r}.")
         for name in ("target_modules", "exclude_modules"):
@@ -188,6 +202,9 @@ class LBEArguments:
         default="flatten",
         metadata={"help": "'flatten' (paper: every position a neuron) or 'token' (every real token a sample)."},
     )
+    lbe_entropy_estimator: EntropyEstimator = field(
+        default="neuron", metadata={"help": "'neuron' (the paper's eq. 3) or 'joint' (logdet variant, experimental)."}
+    )
     lbe_on_nonfinite: OnNonfinite = field(
         default="skip", metadata={"help": "A NaN/inf LBE term: 'skip' that step (counted) or 'raise'."}
     )
@@ -204,5 +221,6 @@ class LBEArguments:
             exclude_modules=self.lbe_exclude_regex if self.lbe_exclude_regex is not None else self.lbe_exclude_modules,
             entropy_constant=self.lbe_entropy_constant,
             entropy_mode=self.lbe_entropy_mode,
+            entropy_estimator=self.lbe_entropy_estimator,
             on_nonfinite=self.lbe_on_nonfinite,
         )

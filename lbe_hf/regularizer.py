@@ -32,7 +32,7 @@ from .alphas import ALPHAS_ATTRIBUTE, ALPHAS_NAME, LBEAlphas, copy_into, is_full
 from .auto_alpha import AutoAlphaInit
 from .collect import ActivationCollector, resolve_target_modules, unwrap_model
 from .config import AUTO, BatchEntropyConfig
-from .entropy import layer_entropies
+from .entropy import joint_layer_entropies, layer_entropies
 from .loss import lbe_loss, regularized_loss
 
 logger = logging.getLogger(__name__)
@@ -241,7 +241,8 @@ class LBERegularizer:
             )
             self._record(None, None, None, dropped=0, skipped=True)
             return alpha.sum() * 0.0
-        entropies = layer_entropies(kept, self.config.constant, kept_masks)
+        estimate = joint_layer_entropies if self.config.entropy_estimator == "joint" else layer_entropies
+        entropies = estimate(kept, self.config.constant, kept_masks)
         index_t = torch.tensor(index, device=alpha.device)
         if self.auto_alpha is not None:
             per_module = torch.zeros_like(alpha).index_add_(0, index_t, entropies.detach().to(alpha))

@@ -186,3 +186,33 @@ def test_regularizer_gradients_match_plain_autograd_of_eq6():
     (task + task * lbe).backward()
     for name, param in model.named_parameters():
         torch.testing.assert_close(got[name], param.grad, atol=1e-6, rtol=1e-4)
+
+
+def test_joint_entropy_is_eq3_for_uncorrelated_neurons_and_far_below_for_copies():
+    from lbe_hf.entropy import joint_layer_entropies
+
+    torch.manual_seed(0)
+    # Centred columns that are exactly orthogonal: the sample covariance is diagonal.
+    q, _ = torch.linalg.qr(torch.randn(64, 9, dtype=torch.float64))
+    q = q[:, 1:] - q[:, 1:].mean(0)  # drop one direction, centre the rest
+    q, _ = torch.linalg.qr(q)
+    x = (q * torch.linspace(0.5, 3.0, 8, dtype=torch.float64)).float()
+    assert torch.allclose(joint_layer_entropies([x])[0], layer_entropies([x])[0], atol=1e-5)
+    # Eight scaled copies of one feature: eq. 3 cannot tell them from independent neurons, the joint entropy can.
+    feature = torch.randn(64, 1)
+    copies = feature * torch.linspace(1.0, 2.0, 8)
+    assert joint_layer_entropies([copies])[0] < 0.3 * layer_entropies([copies])[0]
+
+
+def test_joint_entropy_wide_layers_use_the_gram_matrix_and_carry_gradients():
+    from lbe_hf.entropy import joint_layer_entropies
+
+    torch.manual_seed(0)
+    wide = torch.randn(6, 40, dtype=torch.float64)  # k > n: the (n, n) Gram path
+    c = 2.0
+    centred = wide - wide.mean(0)
+    direct = 0.5 / 40 * torch.logdet(torch.eye(40, dtype=torch.float64) + c * centred.T @ centred / 5)
+    assert torch.allclose(joint_layer_entropies([wide.float()], c)[0].double(), direct, atol=1e-6)
+    x = torch.randn(32, 5, requires_grad=True)
+    joint_layer_entropies([x])[0].backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0

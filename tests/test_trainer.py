@@ -322,3 +322,17 @@ def test_beta_zero_with_the_fixes_off_is_a_plain_trainer_run(tmp_path):
     _, fixed = _two_steps(tmp_path / "fixed", LBETrainer, lbe_config=BatchEntropyConfig(beta=0.0))
     assert not all(torch.equal(expected[n], fixed[n]) for n in expected)
     assert (tmp_path / "fixed" / "checkpoint-2" / "lbe_checkpoint_complete.json").is_file()
+
+
+def test_joint_entropy_estimator_trains_through_lbetrainer(tmp_path):
+    model = make_fnn()
+    trainer = LBETrainer(
+        model=model,
+        args=training_args(tmp_path),
+        train_dataset=fnn_data(),
+        lbe_config=BatchEntropyConfig(entropy_estimator="joint", alpha=1.5),
+    )
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "lbe_loss" in h]
+    assert len(logs) == 3 and all(h["lbe_loss"] > 0 for h in logs)
+    assert (trainer.alphas - 1.5).abs().min() > 1e-4
