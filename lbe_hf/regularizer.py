@@ -234,11 +234,14 @@ class LBERegularizer:
             index.append(self._module_index[name])
             labels.append(name if totals[name] == 1 else f"{name}#{k}")
         if not kept:
-            self._warn_once(
-                "batch1",
-                f"LBE term skipped for a batch of {fewest or 0} sample: batch entropy needs at least 2 (a variance "
-                "over the batch). This warning is shown once.",
-            )
+            if fewest is None:  # nothing ran at all; the missing modules were warned about above
+                self._warn_once("none_ran", "LBE term skipped: no regularized module ran in this training forward.")
+            else:
+                self._warn_once(
+                    "batch1",
+                    f"LBE term skipped for a batch of {fewest} sample: batch entropy needs at least 2 (a variance "
+                    "over the batch). This warning is shown once.",
+                )
             self._record(None, None, None, dropped=0, skipped=True)
             return alpha.sum() * 0.0
         estimate = joint_layer_entropies if self.config.entropy_estimator == "joint" else layer_entropies
