@@ -45,3 +45,9 @@ $T --inits he --depths 100 --seeds 0 1 2 3 4 --steps 600 --max_grad_norm 0 --lbe
 R="python scripts/benchmarks/reference_loop.py --dataset mnist --depth 100 --init he --steps 600 --threads 1"
 $R --seeds 0 1 2 3 4 --batches epoch --results docs/results/reference_loop_he100.jsonl
 $R --seeds 0 1 2 3 4 --batches replacement --results docs/results/reference_loop_he100.jsonl
+
+# (i) Beyond the paper: the joint Gaussian entropy (BatchEntropyConfig(entropy_estimator="joint"), which sees
+#     correlated neurons) on the nets of (a), defaults otherwise and with the authors' beta at depth 50.
+$T --inits torch --depths 30 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings entropy_estimator=joint
+$T --inits torch --depths 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 \
+   --lbe_settings alpha=0.5,beta=0.0005,entropy_estimator=joint
