@@ -1,7 +1,7 @@
 """Seed x entropy-implementation check of `lbe-hf demo`'s setting: is the rescue robust?
 
-Runs the demo's training (`lbe_hf.cli.demo.train_run`) for several seeds, each with lbe_hf's entropy (fused variance
-node, deferred gradients) and with a plain-autograd reference (`torch.var(x, dim=0, unbiased=True)`, written out
+Runs the demo's training (`lbe_hf.cli.demo.train_run`) for several seeds, each with lbe_hf's entropy (the fused variance
+node) and with a plain-autograd reference (`torch.var(x, dim=0, unbiased=True)`, written out
 below), and appends one JSON line per run to --out. The demo's settings are its command-line defaults; any demo
 flag can be changed here the same way:
 
