@@ -1,9 +1,9 @@
 """Seed x entropy-implementation check of `lbe-hf demo`'s setting: is the rescue robust?
 
-Runs the demo's training (`lbe_hf.cli.demo.train_run`) for several seeds, each with lbe_hf's entropy (the fused variance
-node) and with a plain-autograd reference (`torch.var(x, dim=0, unbiased=True)`, written out
-below), and appends one JSON line per run to --out. The demo's settings are its command-line defaults; any demo
-flag can be changed here the same way:
+Runs the demo's training (`lbe_hf.cli.demo.train_run`) for several seeds, each with lbe_hf's entropy (the fused
+variance node) and with a plain-autograd reference (`torch.var(x, dim=0, unbiased=True)`, written out below), and
+appends one JSON line per run to --out. The demo's settings are its command-line defaults; any demo flag can be
+changed here the same way:
 
     python scripts/demo_seeds.py --seeds 0 1 2 3 4 --paths lbe_hf autograd --out demo_seeds.jsonl -- --depth 30
 """
