@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import free_port
+from helpers import accelerate_launch
 from transformers import HfArgumentParser, TrainingArguments
 
 from lbe_hf import BatchEntropyConfig, LBEArguments, LBERegularizer, LBETrainer
@@ -161,16 +160,7 @@ def test_ddp_ranks_start_with_the_same_alphas(tmp_path):
     # Real DDP: two gloo processes (without ACCELERATE_USE_CPU=true each would run alone with world size 1).
     script = Path(__file__).parent / "scripts" / "ddp_auto_alpha.py"
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--main_process_port",
-        str(free_port()),
-    ]
+    cmd = accelerate_launch()
     cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script), str(tmp_path)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]

@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import free_port
+from helpers import accelerate_launch
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_lbe.py"
 RUNS = ["fnn:false", "fnn:true", "bert:none"]
@@ -24,16 +23,7 @@ CAUSAL = "llama:none"
 def ddp_results(tmp_path_factory) -> dict[tuple[str, str], list[dict]]:
     # Without ACCELERATE_USE_CPU=true each process would silently train alone (world size 1) on a GPU-less machine.
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--main_process_port",
-        str(free_port()),
-    ]
+    cmd = accelerate_launch()
     cmd += [
         "--num_machines",
         "1",

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import free_port
+from helpers import accelerate_launch
 from safetensors.torch import load_file
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import f1_score, matthews_corrcoef
@@ -368,16 +368,7 @@ def test_no_trainer_mrpc_accumulates_tracks_checkpoints_and_resumes_alphas(tmp_p
 def test_two_processes_keep_alphas_identical(tmp_path, script, task, extra):
     ranks = tmp_path / "ranks"
     small = SMALL if script == "run_glue" else SMALL_NT
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--main_process_port",
-        str(free_port()),
-    ]
+    command = accelerate_launch()
     command += [
         str(ROOT / "tests" / "scripts" / "rank_alphas.py"),
         str(ranks),
