@@ -380,3 +380,36 @@ def test_fnn_config_without_new_fields_loads_as_before(tmp_path):
     x = torch.randn(8, 64)
     torch.testing.assert_close(reloaded(pixel_values=x).logits, model.eval()(pixel_values=x).logits)
     assert FNNConfig().init == "he" and FNNConfig().residual is False
+
+
+def _write_idx(path: Path, array) -> None:
+    import gzip
+
+    import numpy as np
+
+    array = np.asarray(array, dtype=np.uint8)
+    header = (2051 if array.ndim == 3 else 2049).to_bytes(4, "big")
+    header += b"".join(n.to_bytes(4, "big") for n in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def test_fashion_mnist_split_reads_train_and_test_files_and_standardises(tmp_path, monkeypatch):
+    from lbe_hf.tasks.data import FASHION_MNIST_DIR_ENV, FASHION_MNIST_MEAN, fashion_mnist_split
+
+    gen = torch.Generator().manual_seed(0)
+    for prefix, n in (("train", 6), ("t10k", 4)):
+        images = torch.randint(0, 256, (n, 28, 28), generator=gen)
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images.numpy())
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", torch.arange(n).numpy() % 10)
+    monkeypatch.setenv(FASHION_MNIST_DIR_ENV, str(tmp_path))
+    train, test = fashion_mnist_split()
+    assert (len(train), len(test)) == (6, 4)
+    assert train.pixel_values.shape == (6, 784) and test.labels.tolist() == [0, 1, 2, 3]
+    raw, _ = fashion_mnist_split(tmp_path)
+    standardised, _ = fashion_mnist_split(tmp_path, normalize=True)
+    assert raw.pixel_values.max() <= 1.0
+    assert torch.allclose(standardised.pixel_values[0, 0], (raw.pixel_values[0, 0] - FASHION_MNIST_MEAN) / 0.3530)
+    monkeypatch.setenv(FASHION_MNIST_DIR_ENV, str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
+        fashion_mnist_split()

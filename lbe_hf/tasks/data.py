@@ -1,4 +1,4 @@
-"""Small in-memory datasets for the FNN experiments: MNIST idx files and scikit-learn's digits."""
+"""Small in-memory datasets for the FNN experiments: MNIST-format idx files and scikit-learn's digits."""
 
 from __future__ import annotations
 
@@ -84,6 +84,36 @@ def mnist_split(
     if normalize:
         x = (x - MNIST_MEAN) / MNIST_STD
     return TensorDictDataset(x[:n_train], y[:n_train]), TensorDictDataset(x[n_train:], y[n_train:])
+
+
+# Mean and std of Fashion-MNIST's 60k training pixels (in [0, 1]).
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
+FASHION_MNIST_DIR_ENV = "LBE_FASHION_MNIST_DIR"
+DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # `apt-get install dataset-fashion-mnist`
+
+
+def fashion_mnist_split(
+    folder: str | os.PathLike | None = None, normalize: bool = False
+) -> tuple[TensorDictDataset, TensorDictDataset]:
+    """Full Fashion-MNIST: the 60k `train-*` images to train on, the 10k `t10k-*` images to test, flattened to 784.
+
+    `folder` defaults to `$LBE_FASHION_MNIST_DIR`, else Debian's `dataset-fashion-mnist` package folder. Pixels are
+    in [0, 1]; `normalize=True` standardises them with Fashion-MNIST's training mean and std instead.
+    """
+    folder = Path(folder or os.environ.get(FASHION_MNIST_DIR_ENV) or DEBIAN_FASHION_MNIST_DIR)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"no Fashion-MNIST folder at {folder}: install Debian's dataset-fashion-mnist package or set "
+            f"{FASHION_MNIST_DIR_ENV} to a folder holding train-*-idx*-ubyte.gz and t10k-*-idx*-ubyte.gz."
+        )
+    splits = []
+    for prefix in ("train", "t10k"):
+        x, y = load_mnist_idx(folder, prefix)
+        x = x.reshape(len(x), -1)
+        if normalize:
+            x = (x - FASHION_MNIST_MEAN) / FASHION_MNIST_STD
+        splits.append(TensorDictDataset(x, y))
+    return splits[0], splits[1]
 
 
 def digits_split(

@@ -25,14 +25,15 @@ from lbe_hf.config import BatchEntropyConfig
 from lbe_hf.entropy import effective_rank
 from lbe_hf.models import FNNConfig, FNNForImageClassification
 from lbe_hf.models.fnn import lsuv_init
-from lbe_hf.tasks.data import TensorDictDataset, default_mnist_folder, digits_split, mnist_split
+from lbe_hf.tasks.data import TensorDictDataset, default_mnist_folder, digits_split, fashion_mnist_split, mnist_split
 from lbe_hf.trainer import LBETrainer
 
-DATASETS = ("mnist", "digits", "mnist01", "digits01")
+DATASETS = ("mnist", "digits", "mnist01", "digits01", "fashion")
 
 
 def load_split(name: str) -> tuple[TensorDictDataset, TensorDictDataset]:
-    """'mnist' (the shared 10k MNIST images, 8000 train / 2000 test) or 'digits' (scikit-learn, 80/20).
+    """'mnist' (the shared 10k MNIST images, 8000 train / 2000 test), 'digits' (scikit-learn, 80/20) or 'fashion'
+    (full Fashion-MNIST, 60k / 10k, standardised; `lbe_hf.tasks.data.fashion_mnist_split` says where it is read from).
 
     Pixels standardised to mean 0, std 1, as the authors' MNIST experiments do (`Normalize((0.1307,), (0.3081,))`);
     'mnist01' / 'digits01' keep raw [0, 1] pixels (about 3x smaller inputs). The two give different trainability
@@ -41,6 +42,8 @@ def load_split(name: str) -> tuple[TensorDictDataset, TensorDictDataset]:
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got {name!r}.")
     normalize = not name.endswith("01")
+    if name == "fashion":
+        return fashion_mnist_split(normalize=True)
     if name.startswith("mnist"):
         return mnist_split(default_mnist_folder(), normalize=normalize)
     return digits_split(normalize=normalize)

@@ -1,53 +1,77 @@
 #!/usr/bin/env bash
 # The paper-budget trainability campaign: the paper's Table 1 at 100 epochs (scaled to the 8k/2k MNIST split), the
-# very deep He nets and the alternatives, as one sequential queue (one process, one thread: the machine is shared).
+# very deep He nets and the alternatives, as two sequential lanes (one thread each): lane 1 is Table 1 (PyTorch init,
+# depths 10-50) and its levers, lane 2 the very deep nets, the plain-loop cross-check and the alternatives.
 # Every run appends to docs/results/trainability_budget.json and is skipped when already there; an unfinished run
 # resumes from its last complete checkpoint in runs/trainability/. Restart the whole queue after a kill with:
 #
 #   nohup setsid bash scripts/benchmarks/campaign_budget.sh >> runs/campaign.log 2>&1 &
 #
+# LANES="1 2" (the default) runs both lanes at once, the most the 2-core machine takes; LANES=1 or LANES=2 runs one.
 # Then `python scripts/benchmarks/trainability.py --report` writes docs/trainability.md from the JSON.
 cd "$(dirname "$0")/../.."
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 T="python scripts/benchmarks/trainability.py --datasets mnist --width 256 --batch_size 512 --lrs 1e-3 --threads 1
    --run_dir runs/trainability --results docs/results/trainability_budget.json"
 
-# (a) Table 1 at its budget: PyTorch-default init (the authors' code) depth 30 and 50, 100 epochs, Trainer's clipping
-#     1.0, constant lr; plain Trainer vs LBETrainer with BatchEntropyConfig() defaults, seeds 0-2.
-$T --inits torch --depths 30 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings plain default
+lane1() {
+  # (a) Table 1 at its budget: PyTorch-default init (the authors' code) depth 30 and 50, 100 epochs, Trainer's
+  #     clipping 1.0, constant lr; plain Trainer vs LBETrainer with BatchEntropyConfig() defaults, seeds 0-2.
+  $T --inits torch --depths 30 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings plain default
 
-# (b) The same nets with the alpha/beta of configs/vision/fnn_mnist.yaml (the authors' grid point: alpha 0.5,
-#     beta 1e-3 at depth 30, beta 5e-4 at depth 50); the plain arm is (a)'s.
-$T --inits torch --depths 30 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings alpha=0.5,beta=0.001
-$T --inits torch --depths 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings alpha=0.5,beta=0.0005
+  # (b) The same nets with the alpha/beta of configs/vision/fnn_mnist.yaml (the authors' grid point: alpha 0.5,
+  #     beta 1e-3 at depth 30, beta 5e-4 at depth 50); the plain arm is (a)'s.
+  $T --inits torch --depths 30 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings alpha=0.5,beta=0.001
+  $T --inits torch --depths 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings alpha=0.5,beta=0.0005
 
-# (c) Healthy nets: He init depth 10 and 20, plain vs LBE defaults (target: LBE within 1 point of plain).
-$T --inits he --depths 10 20 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings plain default
+  # (d) (a) without clipping (the paper's optimisation: what the 600-step sweep used).
+  $T --inits torch --depths 30 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 0 --lbe_settings plain default
 
-# (d) (a) without clipping (the paper's optimisation: what the 600-step sweep used).
-$T --inits torch --depths 30 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 0 --lbe_settings plain default
+  # (j) Levers on (a)'s nets, whose accuracy curves swing by tens of points between evaluations at lr 1e-3: a 10x
+  #     smaller lr (the authors' sweep ran 3e-5 to 1e-4), with and without clipping; lr 1e-3 decayed linearly to 0
+  #     (Trainer's default schedule); and the authors' lr 5e-5 at the paper's number of steps (600 epochs of the 8k
+  #     split = 9,600 steps, as 100 epochs of their 48k split).
+  $T --inits torch --depths 30 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lrs 1e-4 --lbe_settings default
+  $T --inits torch --depths 50 --seeds 0 --epochs 100 --max_grad_norm 1 --lrs 1e-4 --lbe_settings plain
+  $T --inits torch --depths 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 0 --lrs 1e-4 --lbe_settings default
+  $T --inits torch --depths 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 0 --lr_scheduler linear \
+     --lbe_settings default
+  $T --inits torch --depths 50 --seeds 0 1 2 --epochs 600 --max_grad_norm 1 --lrs 5e-5 --lbe_settings default
 
-# (e) The rest of Table 1's depths, PyTorch-default init, clipping 1.0.
-$T --inits torch --depths 10 20 40 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings plain default
+  # (e) The rest of Table 1's depths, PyTorch-default init, clipping 1.0.
+  $T --inits torch --depths 10 20 40 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings plain default
 
-# (f) Very deep: He init depth 100 with clipping, plain vs LBE defaults, 100 epochs.
-$T --inits he --depths 100 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings plain default
+  # (i) Beyond the paper: the joint Gaussian entropy (BatchEntropyConfig(entropy_estimator="joint"), which sees
+  #     correlated neurons) on the nets of (a), defaults otherwise and with the authors' beta at depth 50.
+  $T --inits torch --depths 30 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings entropy_estimator=joint
+  $T --inits torch --depths 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 \
+     --lbe_settings alpha=0.5,beta=0.0005,entropy_estimator=joint
+}
 
-# (g) The alternatives on the same budget: orthogonal (gain sqrt 2) and LSUV init, plain and with LBE, and the
-#     residual net (x + f(x), He init) as the architectural ceiling, at depth 50 and 100.
-$T --inits orthogonal lsuv --depths 50 100 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings plain default
-$T --inits he --residual --depths 50 100 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings plain default
+lane2() {
+  # (c) Healthy nets: He init depth 10 and 20, plain vs LBE defaults (target: LBE within 1 point of plain).
+  $T --inits he --depths 10 20 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings plain default
 
-# (h) LBETrainer vs the plain-PyTorch loop of eq. 3-6 on He depth 100 at the 600-step budget without clipping (where
-#     one seed gave 9.9% vs 42.5%), seeds 0-4, both batch orders of the loop.
-$T --inits he --depths 100 --seeds 0 1 2 3 4 --steps 600 --max_grad_norm 0 --lbe_settings default \
-   --results docs/results/trainability_reference_compare.json
-R="python scripts/benchmarks/reference_loop.py --dataset mnist --depth 100 --init he --steps 600 --threads 1"
-$R --seeds 0 1 2 3 4 --batches epoch --results docs/results/reference_loop_he100.jsonl
-$R --seeds 0 1 2 3 4 --batches replacement --results docs/results/reference_loop_he100.jsonl
+  # (h) LBETrainer vs the plain-PyTorch loop of eq. 3-6 on He depth 100 at the 600-step budget without clipping
+  #     (where one seed gave 9.9% vs 42.5%), seeds 0-4, both batch orders of the loop.
+  $T --inits he --depths 100 --seeds 0 1 2 3 4 --steps 600 --max_grad_norm 0 --lbe_settings default \
+     --results docs/results/trainability_reference_compare.json
+  R="python scripts/benchmarks/reference_loop.py --dataset mnist --depth 100 --init he --steps 600 --threads 1"
+  $R --seeds 0 1 2 3 4 --batches epoch --results docs/results/reference_loop_he100.jsonl
+  $R --seeds 0 1 2 3 4 --batches replacement --results docs/results/reference_loop_he100.jsonl
 
-# (i) Beyond the paper: the joint Gaussian entropy (BatchEntropyConfig(entropy_estimator="joint"), which sees
-#     correlated neurons) on the nets of (a), defaults otherwise and with the authors' beta at depth 50.
-$T --inits torch --depths 30 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings entropy_estimator=joint
-$T --inits torch --depths 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 \
-   --lbe_settings alpha=0.5,beta=0.0005,entropy_estimator=joint
+  # (f) Very deep: He init depth 100 with clipping, plain vs LBE defaults, 100 epochs; then depth 200 and 500.
+  $T --inits he --depths 100 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings plain default
+  $T --inits he --depths 200 500 --seeds 0 --epochs 100 --max_grad_norm 1 --lbe_settings default plain
+
+  # (k) Full Fashion-MNIST (60k / 10k) at depth 50, PyTorch init, clipping 1.0, 20 epochs (2,360 steps).
+  $T --datasets fashion --inits torch --depths 50 --seeds 0 --epochs 20 --max_grad_norm 1 --lbe_settings default plain
+
+  # (g) The alternatives on the same budget: orthogonal (gain sqrt 2) and LSUV init, plain and with LBE, and the
+  #     residual net (x + f(x), He init) as the architectural ceiling, at depth 50 and 100.
+  $T --inits orthogonal lsuv --depths 50 100 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings plain default
+  $T --inits he --residual --depths 50 100 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings plain default
+}
+
+for lane in ${LANES:-1 2}; do "lane$lane" & done
+wait

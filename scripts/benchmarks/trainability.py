@@ -17,6 +17,8 @@ into docs/trainability.md and the plots.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -123,6 +125,17 @@ def load_results(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+@contextlib.contextmanager
+def results_lock(path: Path):
+    """An exclusive lock on `<path>.lock` while a sweep reads, updates and replaces the results file."""
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = make_parser().parse_args(argv)
     if args.report:
@@ -170,12 +183,13 @@ def execute(run: FNNRun, args: argparse.Namespace) -> None:
             str(run_dir), logging_steps, save_to=folder, save_every=save_every, curve_every=args.curve_every,
             log=_print,
         )  # fmt: skip
-    done = load_results(args.results)  # re-read: another sweep may have appended
-    done[run.key] = {**run.__dict__, "results": None, **res}
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = args.results.with_suffix(".json.tmp")
-    tmp_path.write_text(json.dumps(done))  # compact: per-layer histories are long
-    os.replace(tmp_path, args.results)  # a kill mid-write leaves the old file whole
+    with results_lock(args.results):  # two sweeps may share one results file
+        done = load_results(args.results)  # re-read: another sweep may have appended
+        done[run.key] = {**run.__dict__, "results": None, **res}
+        tmp_path = args.results.with_suffix(f".json.{os.getpid()}.tmp")
+        tmp_path.write_text(json.dumps(done))  # compact: per-layer histories are long
+        os.replace(tmp_path, args.results)  # a kill mid-write leaves the old file whole
     if args.run_dir is not None:
         shutil.rmtree(args.run_dir / run.key.replace("/", "_"), ignore_errors=True)
     print(
