@@ -269,9 +269,12 @@ def plot_budget_curves(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_trainability_report(results: dict, folder: Path, budget: dict | None = None) -> None:
-    """folder/trainability.md: the paper-budget campaign (`budget`, if any) first, then the 600-step sweep
-    (`results`) as the short-budget section; plots beside it (budget curves in folder/results/)."""
+def write_trainability_report(
+    results: dict, folder: Path, budget: dict | None = None, summary: list[str] = ()
+) -> None:
+    """folder/trainability.md: the paper-budget campaign (`budget`, if any) first, its `summary` sections (markdown)
+    before its full table, then the 600-step sweep (`results`) as the short-budget section; plots beside it (budget
+    curves in folder/results/)."""
     folder = Path(folder)
     if not results and not budget:
         raise ValueError("no trainability results yet: run scripts/benchmarks/trainability.py first.")
@@ -280,9 +283,11 @@ def write_trainability_report(results: dict, folder: Path, budget: dict | None =
         (folder / "results").mkdir(parents=True, exist_ok=True)
         plot_budget_curves(budget, folder / "results" / "trainability_budget_curves.png")
         parts += [
-            "## Paper budget (100 epochs)\n",
+            "## Paper budget (epochs)\n",
             "The paper's Table 1 trains 100 epochs; here the 8,000-image MNIST split (2,000 test images, pixels "
-            "standardised) for 100 epochs is 1,600 steps of 512. Vanilla ReLU FNNs (no skips, no normalization) "
+            "standardised) for 100 epochs is 1,600 steps of 512 (the paper's 100 epochs of 48k images are about "
+            "9,400 steps: the rows of 600 epochs match that step count), and `fashion` is the full Fashion-MNIST "
+            "(60k training images, its 10k test images). Vanilla ReLU FNNs (no skips, no normalization) "
             "trained with the real `transformers.Trainer` (plain) or `LBETrainer`: Adam, no weight decay, a constant "
             "lr (the paper's; `Trainer`'s own default is linear decay, `--lr_scheduler linear`), gradient clipping "
             "as the optimisation column says (`clip 1` is `Trainer`'s default `max_grad_norm=1.0`, `clip 0` off). "
@@ -298,6 +303,8 @@ def write_trainability_report(results: dict, folder: Path, budget: dict | None =
             "timing run. "
             "The rows are the finished runs of `scripts/benchmarks/campaign_budget.sh`, a queue that appends "
             "each run to `docs/results/trainability_budget.json` as it finishes.\n",
+            *summary,
+            "### Every run\n",
             budget_table(budget) + "\n",
             "Test accuracy during training (the paper's Fig. 7):\n",
             "![test accuracy curves](results/trainability_budget_curves.png)\n",

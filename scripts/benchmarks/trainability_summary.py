@@ -1,0 +1,126 @@
+"""The paper-budget campaign's summary tables: each target of the campaign against the best setting measured, and
+LBETrainer against the plain-PyTorch loop of eq. 3-6 on the same nets (`trainability.py --report` prints both)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench_report import _budget_group, _mean_se, _net_name, setting_name
+
+
+@dataclass(frozen=True)
+class Target:
+    """LBE's mean test accuracy on `dataset` nets of `init` and `depth` should reach `level` % (with a standard
+    error of at most `max_se` points where given), or come within `within` points of plain's on the same net."""
+
+    name: str
+    init: str
+    depth: int
+    level: float | None = None
+    max_se: float | None = None
+    within: float | None = None
+    dataset: str = "mnist"
+
+
+TARGETS = (
+    Target("depth 30, PyTorch init: LBE >= 90 %, s.e. <= 2", "torch", 30, level=90.0, max_se=2.0),
+    Target("depth 50, PyTorch init: LBE >= 90 %, s.e. <= 2", "torch", 50, level=90.0, max_se=2.0),
+    Target("He depth 100: LBE >= 85 %", "he", 100, level=85.0),
+    Target("He depth 200: LBE >= 85 %", "he", 200, level=85.0),
+    Target("He depth 500: LBE >= 80 %", "he", 500, level=80.0),
+    Target("He depth 10: LBE within 1 point of plain", "he", 10, within=1.0),
+    Target("He depth 20: LBE within 1 point of plain", "he", 20, within=1.0),
+)
+
+
+def _cells(budget: dict, target: Target) -> list[tuple[tuple, str, list[float], list[float]]]:
+    """(row group, setting, LBE accuracies, plain accuracies of the same group) for every LBE setting measured
+    on the target's net (no residual nets: they are the ceiling, not the method)."""
+    groups: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run in budget.values():
+        group = _budget_group(run)
+        dataset, init, depth, _lr, _width, residual = group[:6]
+        if (dataset, init, depth, residual) == (target.dataset, target.init, target.depth, False):
+            groups[group][setting_name(run["lbe"])].append(run["test_accuracy"])
+    return [
+        (group, name, accs, settings.get("plain", []))
+        for group, settings in groups.items()
+        for name, accs in settings.items()
+        if name != "plain"
+    ]
+
+
+def _se(values: list[float]) -> float:
+    return statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
+
+
+def targets_table(budget: dict) -> str:
+    """One row per target: how many LBE settings were tried on its net, the best of them (highest mean over
+    seeds; chosen on the test split, so optimistic), plain on the same row group, and whether the target is met."""
+    lines = [
+        "| target | settings tried | best setting (optimisation) | n | LBE % | plain % | met? |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for target in TARGETS:
+        cells = _cells(budget, target)
+        if not cells:
+            lines.append(f"| {target.name} | 0 | not run yet | | | | |")
+            continue
+        if target.within is not None:
+            cells = [c for c in cells if c[3]] or cells  # a comparison needs plain on the same row group
+            group, name, accs, plain = max(cells, key=lambda c: (len(c[2]) >= 3, statistics.mean(c[2])))
+        else:
+            group, name, accs, plain = max(cells, key=lambda c: (statistics.mean(c[2]), len(c[2])))
+        mean = statistics.mean(accs)
+        if target.within is not None:
+            gap = mean - statistics.mean(plain) if plain else float("nan")
+            met = f"yes ({gap:+.1f})" if abs(gap) <= target.within else f"no ({gap:+.1f} points)"
+        else:
+            short = target.level - mean
+            se_ok = target.max_se is None or (len(accs) > 1 and _se(accs) <= target.max_se)
+            if short <= 0 and se_ok:
+                met = "yes"
+            elif short <= 0:
+                met = f"mean yes, s.e. {_se(accs):.1f} > {target.max_se:g}"
+            else:
+                met = f"no ({short:.1f} points short)"
+        _, _, opt = _net_name(group)
+        plain_cell = _mean_se(plain) if plain else "-"
+        lines.append(
+            f"| {target.name} | {len(cells)} | {name} ({opt}) | {len(accs)} | {_mean_se(accs)} | {plain_cell} "
+            f"| {met} |"
+        )
+    return "\n".join(lines)
+
+
+def reference_table(trainer_results: Path, loop_results: Path) -> str:
+    """Per seed: LBETrainer's test accuracy and the plain-PyTorch loop's with each batch order, on the nets the
+    loop was run on (same init, depth, lr, steps, alpha/beta defaults, no clipping)."""
+    trainer = json.loads(trainer_results.read_text()) if trainer_results.is_file() else {}
+    rows = [json.loads(line) for line in loop_results.read_text().splitlines()] if loop_results.is_file() else []
+    nets: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for run in trainer.values():
+        if run["lbe"] == {}:
+            nets[(run["dataset"], run["init"], run["depth"], run["lr"], run["steps"])]["LBETrainer"][run["seed"]] = (
+                run["test_accuracy"]
+            )
+    for row in rows:
+        if not row["plain"] and (row["alpha"], row["beta"], row.get("max_grad_norm", 0.0)) == (0.5, 0.5, 0.0):
+            key = (row["dataset"], row["init"], row["depth"], row["lr"], row["steps"])
+            nets[key][f"loop, {row.get('batches', 'epoch')} batches"][row["seed"]] = row["test_accuracy"]
+    lines = ["| net | training | n | test acc. % (mean ± s.e.) | per seed |", "| --- | --- | --- | --- | --- |"]
+    for (dataset, init, depth, lr, steps), arms in sorted(nets.items(), key=lambda kv: str(kv[0])):
+        if len(arms) < 2:
+            continue
+        for arm, by_seed in sorted(arms.items(), key=lambda kv: kv[0] != "LBETrainer"):
+            accs = [by_seed[s] for s in sorted(by_seed)]
+            seeds = " / ".join(f"{by_seed[s]:.1f} (s{s})" for s in sorted(by_seed))
+            lines.append(
+                f"| {dataset} {init} d{depth}, lr {lr:g}, {steps} steps | {arm} | {len(accs)} | {_mean_se(accs)} "
+                f"| {seeds} |"
+            )
+    return "\n".join(lines)
