@@ -92,6 +92,9 @@ def test_report_pairs_by_seed_flags_the_majority_class_and_names_the_choice(tmp_
     assert "| -0.08 |" in row and "the interval contains 0" in row and "inside" in row
     assert "| accuracy | baseline (beta 0) | 3 | 62.3 |" in rte and "- seed 1: 10: 30.0, 20: 60.0" in rte
     assert "uninformative" in mrpc and "not 'no difference'" in mrpc and "contains 0" not in mrpc
+    # The majority-class footnote only where a run is starred: MRPC's, not RTE's (all its runs learn).
+    footnote = "does not beat the majority class by 1 point"
+    assert footnote in mrpc and "68.4*" in mrpc and footnote not in rte and "| 60.0, 62.0, 65.0 |" in rte
     assert "HF_HUB_OFFLINE=1 python scripts/benchmarks/glue.py --tasks rte mrpc" in text
     assert not any(p in text for p in ("/work/", "/root/", "/tmp/", str(tmp_path)))
 

@@ -33,6 +33,12 @@ lane1() {
   #     split = 9,600 steps, as 100 epochs of their 48k split).
   $T --inits torch --depths 30 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lrs 1e-4 --lbe_settings default
   $T --inits torch --depths 50 --seeds 0 --epochs 100 --max_grad_norm 1 --lrs 1e-4 --lbe_settings plain
+
+  # (i) Beyond the paper: the joint Gaussian entropy (BatchEntropyConfig(entropy_estimator="joint"), which sees
+  #     correlated neurons) on the nets of (a), defaults otherwise and with the authors' beta at depth 50.
+  $T --inits torch --depths 30 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings entropy_estimator=joint
+
+  # (j, continued) the other levers.
   $T --inits torch --depths 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 0 --lrs 1e-4 --lbe_settings default
   $T --inits torch --depths 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 0 --lr_scheduler linear \
      --lbe_settings default
@@ -41,9 +47,7 @@ lane1() {
   # (e) The rest of Table 1's depths, PyTorch-default init, clipping 1.0.
   $T --inits torch --depths 10 20 40 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings plain default
 
-  # (i) Beyond the paper: the joint Gaussian entropy (BatchEntropyConfig(entropy_estimator="joint"), which sees
-  #     correlated neurons) on the nets of (a), defaults otherwise and with the authors' beta at depth 50.
-  $T --inits torch --depths 30 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings entropy_estimator=joint
+  # (i, continued) the joint entropy with the authors' beta at depth 50.
   $T --inits torch --depths 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 \
      --lbe_settings alpha=0.5,beta=0.0005,entropy_estimator=joint
 }

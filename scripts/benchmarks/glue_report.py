@@ -185,7 +185,9 @@ def setting_section(setting: tuple, runs: list[dict], chosen: dict | None) -> li
                 f"| {key} | {label} | {stats['n']} | {_fmt(stats['mean'])} | {_fmt(stats['se'])} | "
                 f"{_interval(stats)} | {per_seed} | {constant[key]:.1f} |"
             )
-    lines += ["", "\\* this run does not beat the majority class by 1 point on the main metric.", ""]
+    lines.append("")
+    if not all(learned(r) for r in compare):
+        lines += ["\\* this run does not beat the majority class by 1 point on the main metric.", ""]
 
     base = {r["seed"]: r for r in arms.get("baseline (beta 0)", [])}
     pairs = comparisons(list(arms))
