@@ -16,7 +16,15 @@ from lbe_hf.entropy import PI_E, effective_rank, layer_entropies
 
 # The benchmark code lives beside its scripts, not in the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "benchmarks"))
-from bench_fnn import FNNRun, fnn_training_args, reset_peak_rss, window_peak_rss_mib  # noqa: E402
+from bench_fnn import (  # noqa: E402
+    AUGMENTED,
+    AugmentingCollator,
+    FNNRun,
+    fnn_training_args,
+    load_split,
+    reset_peak_rss,
+    window_peak_rss_mib,
+)
 from bench_report import budget_table, trainability_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,12 +119,34 @@ def test_run_keys_keep_the_600_step_sweep_and_name_every_new_setting():
         dict(residual=True),
         dict(epochs=None, steps=1600),
         dict(batch_size=256),
+        dict(augment=True),
     ]
     keys = {
         FNNRun("mnist", 30, "torch", 1, 1e-3, None, **{"epochs": 100, "max_grad_norm": 1.0, **v}).key for v in variants
     }
     assert len(keys | {budget.key}) == len(variants) + 1
     assert budget.total_steps(8000) == 1600 and legacy.total_steps(8000) == 600
+
+
+def test_augmenting_collator_moves_each_digit_its_own_way_within_the_pixel_range():
+    train, _ = load_split("mnist")
+    rows = [train[i] for i in range(64)]
+    original = torch.stack([r["pixel_values"] for r in rows])
+    collate = AugmentingCollator(*AUGMENTED["mnist"])
+    torch.manual_seed(0)
+    batch = collate(rows)
+    torch.manual_seed(0)
+    again = collate(rows)
+    x = batch["pixel_values"]
+    assert x.shape == original.shape and torch.equal(x, again["pixel_values"])  # torch's RNG: reproducible
+    assert torch.equal(batch["labels"], torch.stack([r["labels"] for r in rows]))
+    mean, std = AUGMENTED["mnist"]
+    assert x.min() >= -mean / std - 1e-5 and x.max() <= (1 - mean) / std + 1e-5  # [0, 1] pixels, standardised
+    changed = (x - original).abs().mean(1)
+    assert changed.min() > 0.01  # every image moved...
+    assert changed.std() > 0.01  # ...by its own transform, not one shared by the batch
+    with pytest.raises(ValueError, match="augment needs"):
+        FNNRun("digits", 3, "he", 0, 1e-3, None, steps=1, augment=True).execute("unused")
 
 
 def test_fnn_training_args_pass_epochs_clipping_and_schedule():

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator, set_seed
 
 from lbe_hf.checkpoint import get_last_complete_checkpoint
 from lbe_hf.collect import measure_entropies, resolve_target_modules
@@ -25,10 +25,22 @@ from lbe_hf.config import BatchEntropyConfig
 from lbe_hf.entropy import effective_rank
 from lbe_hf.models import FNNConfig, FNNForImageClassification
 from lbe_hf.models.fnn import lsuv_init
-from lbe_hf.tasks.data import TensorDictDataset, default_mnist_folder, digits_split, fashion_mnist_split, mnist_split
+from lbe_hf.tasks.data import (
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    MNIST_MEAN,
+    MNIST_STD,
+    TensorDictDataset,
+    default_mnist_folder,
+    digits_split,
+    fashion_mnist_split,
+    mnist_split,
+)
 from lbe_hf.trainer import LBETrainer
 
 DATASETS = ("mnist", "digits", "mnist01", "digits01", "fashion")
+# The data sets AugmentingCollator can augment: their standardisation (mean, std in [0, 1] pixel space).
+AUGMENTED = {"mnist": (MNIST_MEAN, MNIST_STD), "fashion": (FASHION_MNIST_MEAN, FASHION_MNIST_STD)}
 
 
 def load_split(name: str) -> tuple[TensorDictDataset, TensorDictDataset]:
@@ -163,13 +175,46 @@ def fnn_training_args(
     )
 
 
-def make_trainer(model, args, train_dataset, lbe_config: BatchEntropyConfig | None, callbacks=()) -> Trainer:
+class AugmentingCollator:
+    """`default_data_collator`, then the authors' MNIST training augmentation on each image of the batch:
+    `RandomAffine(degrees=20, translate=(0.1, 0.1), scale=(0.9, 1.1))` and `ColorJitter(brightness=0.2,
+    contrast=0.2)`, applied in [0, 1] pixel space to standardised 28x28 images (`mean`, `std` undo and redo the
+    standardisation). Vectorised (one `affine_grid` + `grid_sample` per batch); draws from torch's global RNG,
+    which `Trainer` seeds and restores on resume."""
+
+    def __init__(self, mean: float, std: float, side: int = 28):
+        self.mean, self.std, self.side = mean, std, side
+
+    def __call__(self, rows: list[dict]) -> dict:
+        batch = default_data_collator(rows)
+        x = batch["pixel_values"]
+        n = len(x)
+        img = (x.reshape(n, 1, self.side, self.side) * self.std + self.mean).clamp(0, 1)
+        angle = (torch.rand(n) * 2 - 1) * math.radians(20)
+        scale = 0.9 + 0.2 * torch.rand(n)
+        shift = (torch.rand(n, 2) * 2 - 1) * 0.2  # 10% of the side, in grid_sample's [-1, 1] coordinates
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+        grid = torch.nn.functional.affine_grid(theta, list(img.shape), align_corners=False)
+        img = torch.nn.functional.grid_sample(img, grid, padding_mode="zeros", align_corners=False)
+        brightness = 0.8 + 0.4 * torch.rand(n, 1, 1, 1)
+        img = (img * brightness).clamp(0, 1)
+        contrast = 0.8 + 0.4 * torch.rand(n, 1, 1, 1)
+        img = (contrast * img + (1 - contrast) * img.mean((1, 2, 3), keepdim=True)).clamp(0, 1)
+        batch["pixel_values"] = ((img - self.mean) / self.std).reshape(x.shape)
+        return batch
+
+
+def make_trainer(
+    model, args, train_dataset, lbe_config: BatchEntropyConfig | None, callbacks=(), data_collator=None
+) -> Trainer:
     """`LBETrainer` when `lbe_config` is given, else the plain `transformers.Trainer` (same everything else)."""
+    kwargs = dict(model=model, args=args, train_dataset=train_dataset, callbacks=list(callbacks))
+    if data_collator is not None:
+        kwargs["data_collator"] = data_collator
     if lbe_config is None:
-        return Trainer(model=model, args=args, train_dataset=train_dataset, callbacks=list(callbacks))
-    return LBETrainer(
-        model=model, args=args, train_dataset=train_dataset, lbe_config=lbe_config, callbacks=list(callbacks)
-    )
+        return Trainer(**kwargs)
+    return LBETrainer(**kwargs, lbe_config=lbe_config)
 
 
 @torch.no_grad()
@@ -269,6 +314,7 @@ class FNNRun:
     warmup_ratio: float = 0.0
     width: int = 256
     residual: bool = False
+    augment: bool = False  # the authors' training augmentation (AugmentingCollator); MNIST-format data only
 
     LEGACY = {
         "epochs": None,
@@ -277,6 +323,7 @@ class FNNRun:
         "warmup_ratio": 0.0,
         "width": 256,
         "residual": False,
+        "augment": False,
     }
 
     @property
@@ -288,7 +335,9 @@ class FNNRun:
         budget = f"e{self.epochs}" if self.epochs is not None else f"n{self.steps}"
         return (
             f"{self.dataset}/{arch}/d{self.depth}/w{self.width}/s{self.seed}/lr{self.lr:g}/b{self.batch_size}/"
-            f"{budget}/clip{self.max_grad_norm:g}/{self.lr_scheduler}/wu{self.warmup_ratio:g}/{lbe}"
+            f"{budget}/clip{self.max_grad_norm:g}/{self.lr_scheduler}/wu{self.warmup_ratio:g}/"
+            + ("aug/" if self.augment else "")
+            + lbe
         )
 
     def total_steps(self, n_train: int) -> int:
@@ -329,7 +378,14 @@ class FNNRun:
             max_grad_norm=self.max_grad_norm, lr_scheduler=self.lr_scheduler, warmup_ratio=self.warmup_ratio,
             save_steps=save_every,
         )  # fmt: skip
-        trainer = make_trainer(model, args, train, config, callbacks=(probe, timer, recorder, *callbacks))
+        collator = None
+        if self.augment:
+            if self.dataset not in AUGMENTED:
+                raise ValueError(f"augment needs 28x28 images standardised by known statistics: {sorted(AUGMENTED)}")
+            collator = AugmentingCollator(*AUGMENTED[self.dataset])
+        trainer = make_trainer(
+            model, args, train, config, callbacks=(probe, timer, recorder, *callbacks), data_collator=collator
+        )
         resume = get_last_complete_checkpoint(output_dir) if save_every else None
         if resume is not None and not os.path.isfile(os.path.join(resume, RECORDER_FILE)):
             log(f"{self.key}: {resume} has no {RECORDER_FILE} (killed while saving?); starting over")

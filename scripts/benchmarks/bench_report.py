@@ -136,8 +136,12 @@ def plot_entropy_over_training(runs: list[dict], path: Path, field: str = "probe
     plt.close(fig)
 
 
-BUDGET_FIELDS = ("width", "residual", "batch_size", "epochs", "steps", "max_grad_norm", "lr_scheduler", "warmup_ratio")
-LEGACY = {"width": 256, "residual": False, "epochs": None, "max_grad_norm": 0.0, "lr_scheduler": "constant"}
+BUDGET_FIELDS = (
+    "width", "residual", "batch_size", "epochs", "steps", "max_grad_norm", "lr_scheduler", "warmup_ratio", "augment"
+)  # fmt: skip
+LEGACY = {
+    "width": 256, "residual": False, "epochs": None, "max_grad_norm": 0.0, "lr_scheduler": "constant", "augment": False
+}  # fmt: skip
 
 
 def _budget_group(run: dict) -> tuple:
@@ -158,10 +162,11 @@ def steps_to(curve: list, level: float) -> int | None:
 
 
 def _net_name(group: tuple) -> str:
-    dataset, init, depth, lr, width, residual, batch, epochs, steps, clip, sched, warmup = group
+    dataset, init, depth, lr, width, residual, batch, epochs, steps, clip, sched, warmup, augment = group
     net = f"{init}{' residual' if residual else ''} d{depth} w{width}"
     budget = f"{epochs} ep" if epochs is not None else f"{steps} steps"
     opt = f"lr {lr:g}, b {batch}, {budget}, clip {clip:g}, {sched}" + (f", warm-up {warmup:g}" if warmup else "")
+    opt += ", augmented" if augment else ""
     return dataset, net, opt
 
 
@@ -214,12 +219,13 @@ def budget_commands(results: dict, results_path: str = "docs/results/trainabilit
         commands[group]["settings"].add(_setting_flag(run["lbe"]))
     lines = []
     for group, parts in sorted(commands.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
-        dataset, init, depth, lr, width, residual, batch, epochs, steps, clip, sched, warmup = group
+        dataset, init, depth, lr, width, residual, batch, epochs, steps, clip, sched, warmup, augment = group
         budget = f"--epochs {epochs}" if epochs is not None else f"--steps {steps}"
         settings = " ".join(sorted(parts["settings"], key=lambda n: (n != "plain", n != "default", n)))
         lines.append(
             f"python scripts/benchmarks/trainability.py --datasets {dataset} --inits {init}"
             + (" --residual" if residual else "")
+            + (" --augment" if augment else "")
             + f" --depths {depth} --width {width} --seeds {' '.join(map(str, sorted(parts['seeds'])))} --lrs {lr:g}"
             f" --batch_size {batch} {budget} --max_grad_norm {clip:g} --lr_scheduler {sched}"
             f" --warmup_ratio {warmup:g} --lbe_settings {settings} --threads 1 --run_dir runs/trainability"

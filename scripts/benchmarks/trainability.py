@@ -67,6 +67,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="+", default=["mnist"], choices=DATASETS)
     p.add_argument("--inits", nargs="+", default=["torch"], choices=INITS)
     p.add_argument("--residual", action="store_true", help="x + f(x) blocks (FNNConfig(residual=True)): the ceiling")
+    p.add_argument(
+        "--augment",
+        action="store_true",
+        help="the authors' MNIST training augmentation (random affine, brightness/contrast jitter; mnist, fashion)",
+    )
     p.add_argument("--depths", nargs="+", type=int, default=[30, 50])
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -191,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
                                 dataset, depth, init, seed, lr, setting, args.steps, args.batch_size,
                                 epochs=args.epochs, max_grad_norm=args.max_grad_norm,
                                 lr_scheduler=args.lr_scheduler, warmup_ratio=args.warmup_ratio, width=args.width,
-                                residual=args.residual,
+                                residual=args.residual, augment=args.augment,
                             )  # fmt: skip
                             execute(run, args)
 
