@@ -39,9 +39,9 @@ os.environ.setdefault("LBE_DATA_DIR", str(Path(__file__).resolve().parents[3] / 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 DEFAULT_RESULTS = DOCS / "results" / "trainability_results.json"  # the 600-step sweep
 BUDGET_RESULTS = DOCS / "results" / "trainability_budget.json"  # the paper-budget (epochs) campaign
-# LBETrainer and the plain-PyTorch loop (reference_loop.py) on the same He depth-100 nets
-REFERENCE_TRAINER = DOCS / "results" / "trainability_reference_compare.json"
-REFERENCE_LOOP = DOCS / "results" / "reference_loop_he100.jsonl"
+# LBETrainer and the plain-PyTorch loop (reference_loop.py) on the same He depth-100 nets, beside the budget file
+REFERENCE_TRAINER = "trainability_reference_compare.json"
+REFERENCE_LOOP = "reference_loop_he100.jsonl"
 
 
 def parse_setting(text: str) -> dict | None:
@@ -145,9 +145,9 @@ def results_lock(path: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def budget_summary(budget: dict | None) -> list[str]:
+def budget_summary(budget: dict, folder: Path) -> list[str]:
     """The report's summary sections: the targets against the best setting measured, then LBETrainer against the
-    plain-PyTorch loop where both were run."""
+    plain-PyTorch loop where both were run (their files in `folder`)."""
     if not budget:
         return []
     sections = [
@@ -157,7 +157,7 @@ def budget_summary(budget: dict | None) -> list[str]:
         "`Trainer` on the same optimisation. Residual nets are left out: they are the ceiling, not the method.\n",
         targets_table(budget) + "\n",
     ]
-    reference = reference_table(REFERENCE_TRAINER, REFERENCE_LOOP)
+    reference = reference_table(folder / REFERENCE_TRAINER, folder / REFERENCE_LOOP)
     if reference.count("\n") > 1:
         sections += [
             "### LBETrainer against a plain PyTorch loop\n",
@@ -177,8 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.report:
         budget = args.budget_results or (BUDGET_RESULTS if args.results == DEFAULT_RESULTS else None)
         folder = DOCS if args.results == DEFAULT_RESULTS else args.results.parent
+        summary = budget_summary(load_results(budget), budget.parent) if budget else []
         budget = budget and load_results(budget)
-        write_trainability_report(load_results(args.results), folder, budget=budget, summary=budget_summary(budget))
+        write_trainability_report(load_results(args.results), folder, budget=budget, summary=summary)
         return
     if args.auto_table:
         merged = {k: v for path in args.auto_table for k, v in load_results(path).items()}

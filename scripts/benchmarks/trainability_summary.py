@@ -9,7 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_report import _budget_group, _mean_se, _net_name, setting_name
+from bench_report import _budget_group, _mean_se, _net_name, last_points_mean, setting_name
 
 
 @dataclass(frozen=True)
@@ -37,21 +37,25 @@ TARGETS = (
 )
 
 
-def _cells(budget: dict, target: Target) -> list[tuple[tuple, str, list[float], list[float]]]:
-    """(row group, setting, LBE accuracies, plain accuracies of the same group) for every LBE setting measured
-    on the target's net (no residual nets: they are the ceiling, not the method)."""
-    groups: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+def _cells(budget: dict, target: Target) -> list[tuple[tuple, str, list[dict], list[float]]]:
+    """(row group, setting, LBE runs, plain accuracies of the same group) for every LBE setting measured on the
+    target's net (no residual nets: they are the ceiling, not the method)."""
+    groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for run in budget.values():
         group = _budget_group(run)
         dataset, init, depth, _lr, _width, residual = group[:6]
         if (dataset, init, depth, residual) == (target.dataset, target.init, target.depth, False):
-            groups[group][setting_name(run["lbe"])].append(run["test_accuracy"])
+            groups[group][setting_name(run["lbe"])].append(run)
     return [
-        (group, name, accs, settings.get("plain", []))
+        (group, name, runs, [r["test_accuracy"] for r in settings.get("plain", [])])
         for group, settings in groups.items()
-        for name, accs in settings.items()
+        for name, runs in settings.items()
         if name != "plain"
     ]
+
+
+def _accs(runs: list[dict]) -> list[float]:
+    return [r["test_accuracy"] for r in runs]
 
 
 def _se(values: list[float]) -> float:
@@ -62,20 +66,22 @@ def targets_table(budget: dict) -> str:
     """One row per target: how many LBE settings were tried on its net, the best of them (highest mean over
     seeds; chosen on the test split, so optimistic), plain on the same row group, and whether the target is met."""
     lines = [
-        "| target | settings tried | best setting (optimisation) | n | LBE % | plain % | met? |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| target | settings tried | best setting (optimisation) | n | LBE % | LBE, last 5 points | plain % | met? |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for target in TARGETS:
         cells = _cells(budget, target)
         if not cells:
-            lines.append(f"| {target.name} | 0 | not run yet | | | | |")
+            lines.append(f"| {target.name} | 0 | not run yet | | | | | |")
             continue
         if target.within is not None:
             cells = [c for c in cells if c[3]] or cells  # a comparison needs plain on the same row group
-            group, name, accs, plain = max(cells, key=lambda c: (len(c[2]) >= 3, statistics.mean(c[2])))
+            group, name, runs, plain = max(cells, key=lambda c: (len(c[2]) >= 3, statistics.mean(_accs(c[2]))))
         else:
-            group, name, accs, plain = max(cells, key=lambda c: (statistics.mean(c[2]), len(c[2])))
+            group, name, runs, plain = max(cells, key=lambda c: (statistics.mean(_accs(c[2])), len(c[2])))
+        accs = _accs(runs)
         mean = statistics.mean(accs)
+        last = [m for m in map(last_points_mean, runs) if m is not None]
         if target.within is not None:
             gap = mean - statistics.mean(plain) if plain else float("nan")
             met = f"yes ({gap:+.1f})" if abs(gap) <= target.within else f"no ({gap:+.1f} points)"
@@ -91,7 +97,8 @@ def targets_table(budget: dict) -> str:
         _, _, opt = _net_name(group)
         plain_cell = _mean_se(plain) if plain else "-"
         lines.append(
-            f"| {target.name} | {len(cells)} | {name} ({opt}) | {len(accs)} | {_mean_se(accs)} | {plain_cell} "
+            f"| {target.name} | {len(cells)} | {name} ({opt}) | {len(accs)} | {_mean_se(accs)} "
+            f"| {_mean_se(last) if last else '-'} | {plain_cell} "
             f"| {met} |"
         )
     return "\n".join(lines)
