@@ -74,8 +74,14 @@ lane2() {
   $T --inits he --depths 100 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings plain default
   $T --inits he --depths 200 500 --seeds 0 --epochs 100 --max_grad_norm 1 --lbe_settings default plain
 
+  # (m) Table 1's He column: He init at depth 30, 40 and 50, plain vs LBE defaults, clipping 1.0.
+  $T --inits he --depths 30 50 40 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings plain default
+
   # (k) Full Fashion-MNIST (60k / 10k) at depth 50, PyTorch init, clipping 1.0, 20 epochs (2,360 steps).
   $T --datasets fashion --inits torch --depths 50 --seeds 0 --epochs 20 --max_grad_norm 1 --lbe_settings default plain
+
+  # (n) The very deep nets at width 128 (the issue's second width), one seed.
+  $T --inits he --depths 100 200 500 --width 128 --seeds 0 --epochs 100 --max_grad_norm 1 --lbe_settings default plain
 
   # (g) The alternatives on the same budget: orthogonal (gain sqrt 2) and LSUV init, plain and with LBE, and the
   #     residual net (x + f(x), He init) as the architectural ceiling, at depth 50 and 100.
