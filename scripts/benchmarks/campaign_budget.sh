@@ -40,14 +40,16 @@ lane1() {
      --lbe_settings default
   $T --inits torch --depths 50 --seeds 0 --epochs 100 --max_grad_norm 1 --lrs 1e-4 --augment --lbe_settings plain
 
+  # (j, continued) lr 1e-3 decayed linearly to 0 (Trainer's default schedule) against the late swings.
+  $T --inits torch --depths 30 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 0 --lr_scheduler linear \
+     --lbe_settings default
+
   # (i) Beyond the paper: the joint Gaussian entropy (BatchEntropyConfig(entropy_estimator="joint"), which sees
   #     correlated neurons) on the nets of (a), defaults otherwise and with the authors' beta at depth 50.
   $T --inits torch --depths 30 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings entropy_estimator=joint
 
   # (j, continued) the other levers.
   $T --inits torch --depths 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 0 --lrs 1e-4 --lbe_settings default
-  $T --inits torch --depths 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 0 --lr_scheduler linear \
-     --lbe_settings default
   $T --inits torch --depths 50 --seeds 0 1 2 --epochs 600 --max_grad_norm 1 --lrs 5e-5 --lbe_settings default
 
   # (e) The rest of Table 1's depths, PyTorch-default init, clipping 1.0.
