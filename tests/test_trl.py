@@ -45,20 +45,22 @@ def sft_rows(n=16):
     return Dataset.from_dict({"text": [f"the cat number {i} sat on the mat and saw {i + 1} dogs" for i in range(n)]})
 
 
+# What every TRL run here shares: a few CPU steps, a logged loss at each, nothing saved unless a test asks.
+TRL_SETTINGS = dict(
+    per_device_train_batch_size=4,
+    learning_rate=1e-2,
+    logging_steps=1,
+    report_to="none",
+    save_strategy="no",
+    use_cpu=True,
+    seed=0,
+    max_length=32,
+    disable_tqdm=True,
+)
+
+
 def sft_args(path, **kw):
-    settings = dict(
-        max_steps=3,
-        per_device_train_batch_size=4,
-        learning_rate=1e-2,
-        logging_steps=1,
-        report_to="none",
-        save_strategy="no",
-        use_cpu=True,
-        seed=0,
-        max_length=32,
-        disable_tqdm=True,
-    )
-    return trl.SFTConfig(str(path), **{**settings, **kw})
+    return trl.SFTConfig(str(path), **{**TRL_SETTINGS, "max_steps": 3, **kw})
 
 
 def test_sft_loss_is_the_sft_loss_times_one_plus_lbe_and_alphas_move(tmp_path, tok):
@@ -123,19 +125,7 @@ def dpo_rows(n=8):
 
 
 def dpo_args(path, **kw):
-    settings = dict(
-        max_steps=2,
-        per_device_train_batch_size=4,
-        learning_rate=1e-2,
-        logging_steps=1,
-        report_to="none",
-        save_strategy="no",
-        use_cpu=True,
-        seed=0,
-        max_length=32,
-        disable_tqdm=True,
-    )
-    return trl.DPOConfig(str(path), **{**settings, **kw})
+    return trl.DPOConfig(str(path), **{**TRL_SETTINGS, "max_steps": 2, **kw})
 
 
 def test_dpo_regularizes_the_policy_forward_only(tmp_path, tok):
