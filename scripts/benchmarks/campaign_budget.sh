@@ -55,6 +55,10 @@ lane1() {
   # (e) The rest of Table 1's depths, PyTorch-default init, clipping 1.0.
   $T --inits torch --depths 10 20 40 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings plain default
 
+  # (j, continued) a linear warm-up over the first 5 % under Trainer's clipping, lr 1e-3.
+  $T --inits torch --depths 30 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --warmup_ratio 0.05 \
+     --lbe_settings default
+
   # (i, continued) the joint entropy with the authors' beta at depth 50.
   $T --inits torch --depths 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 \
      --lbe_settings alpha=0.5,beta=0.0005,entropy_estimator=joint
