@@ -76,9 +76,11 @@ lane2() {
   $R --seeds 0 1 2 3 4 --batches epoch --results docs/results/reference_loop_he100.jsonl
   $R --seeds 0 1 2 3 4 --batches replacement --results docs/results/reference_loop_he100.jsonl
 
-  # (f) Very deep: He init depth 100 with clipping, plain vs LBE defaults, 100 epochs; then depth 200 and 500.
-  $T --inits he --depths 100 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings plain default
-  $T --inits he --depths 200 500 --seeds 0 --epochs 100 --max_grad_norm 1 --lbe_settings default plain
+  # (f) Very deep: He init depth 100, 200 and 500 with clipping, 100 epochs: LBE defaults on one seed at every
+  #     depth first, then plain (at chance at all three depths in the 600-step sweep), then more seeds.
+  $T --inits he --depths 100 200 500 --seeds 0 --epochs 100 --max_grad_norm 1 --lbe_settings default
+  $T --inits he --depths 100 200 500 --seeds 0 --epochs 100 --max_grad_norm 1 --lbe_settings plain
+  $T --inits he --depths 100 --seeds 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings default plain
 
   # (m) Table 1's He column: He init at depth 30, 40 and 50, plain vs LBE defaults, clipping 1.0.
   $T --inits he --depths 30 50 40 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings plain default
