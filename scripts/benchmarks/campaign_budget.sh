@@ -40,9 +40,13 @@ lane1() {
      --lbe_settings default
   $T --inits torch --depths 50 --seeds 0 --epochs 100 --max_grad_norm 1 --lrs 1e-4 --augment --lbe_settings plain
 
-  # (j, continued) lr 1e-3 decayed linearly to 0 (Trainer's default schedule) against the late swings.
+  # (j, continued) lr 1e-3 decayed linearly to 0 (Trainer's default schedule) against the late swings, without
+  #     clipping and with Trainer's clipping (linear decay + clipping 1.0: Trainer's defaults as they come).
   $T --inits torch --depths 30 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 0 --lr_scheduler linear \
      --lbe_settings default
+  $T --inits torch --depths 30 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lr_scheduler linear \
+     --lbe_settings default
+  $T --inits torch --depths 50 --seeds 0 --epochs 100 --max_grad_norm 1 --lr_scheduler linear --lbe_settings plain
 
   # (i) Beyond the paper: the joint Gaussian entropy (BatchEntropyConfig(entropy_estimator="joint"), which sees
   #     correlated neurons) on the nets of (a), defaults otherwise and with the authors' beta at depth 50.
