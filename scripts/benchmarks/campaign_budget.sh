@@ -82,7 +82,11 @@ lane2() {
 
   # (f) Very deep: He init depth 100, 200 and 500 with clipping, 100 epochs: LBE defaults on one seed at every
   #     depth first, then plain (at chance at all three depths in the 600-step sweep), then more seeds.
-  $T --inits he --depths 100 200 500 --seeds 0 --epochs 100 --max_grad_norm 1 --lbe_settings default
+  $T --inits he --depths 100 200 --seeds 0 --epochs 100 --max_grad_norm 1 --lbe_settings default
+  #     The schedule that rescued the PyTorch-init nets (linear decay; without and with clipping) at depth 100.
+  $T --inits he --depths 100 --seeds 0 --epochs 100 --max_grad_norm 0 --lr_scheduler linear --lbe_settings default
+  $T --inits he --depths 100 --seeds 0 --epochs 100 --max_grad_norm 1 --lr_scheduler linear --lbe_settings default
+  $T --inits he --depths 500 --seeds 0 --epochs 100 --max_grad_norm 1 --lbe_settings default
   $T --inits he --depths 100 200 500 --seeds 0 --epochs 100 --max_grad_norm 1 --lbe_settings plain
   $T --inits he --depths 100 --seeds 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings default plain
 
