@@ -28,8 +28,10 @@ class BatchEntropyConfig:
     Args:
         alpha: initial target of every regularized module (learnable, one per module), or "auto" (measured on the
             first training batch, `lbe_hf.auto_alpha`).
-        beta: weight of the LBE term; 0 turns it off. 0.5 rescues deep vanilla nets; the paper's transformer grid
-            is 0.005-0.05.
+        beta: weight of the LBE term; 0 turns it off. 0.5 rescues deep vanilla nets when the lr decays
+            (`Trainer`'s default linear schedule) and the gradient is not clipped (`max_grad_norm=0`): at a
+            constant lr they swing, and under clipping some stall (docs/trainability.md); the paper's
+            transformer grid is 0.005-0.05.
         alpha_min: lowest target, `max(alpha_min, |alpha|)`.
         target_modules: a regex (full match of the module name) or a list of exact names / `.name` suffixes, as
             PEFT's `target_modules`; None picks the model family's default (`lbe_hf.targets`).
