@@ -8,6 +8,8 @@
 #   nohup setsid bash scripts/benchmarks/campaign_budget.sh >> runs/campaign.log 2>&1 &
 #
 # LANES="1 2" (the default) runs both lanes at once, the most the 2-core machine takes; LANES=1 or LANES=2 runs one.
+# Stop it with `kill -- -PID` (PID: the first campaign_budget.sh process; setsid makes it the group leader), which
+# ends its lanes and their runs together; each run then resumes from its last checkpoint on the next start.
 # Then `python scripts/benchmarks/trainability.py --report` writes docs/trainability.md from the JSON.
 cd "$(dirname "$0")/../.."
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
