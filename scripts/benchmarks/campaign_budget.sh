@@ -49,6 +49,7 @@ lane1() {
   $T --inits torch --depths 30 50 --seeds 0 1 2 --epochs 100 --max_grad_norm 1 --lr_scheduler linear \
      --lbe_settings default
   $T --inits torch --depths 50 --seeds 0 --epochs 100 --max_grad_norm 1 --lr_scheduler linear --lbe_settings plain
+  $T --inits torch --depths 30 50 --seeds 0 --epochs 100 --max_grad_norm 0 --lr_scheduler linear --lbe_settings plain
 
   # (i) Beyond the paper: the joint Gaussian entropy (BatchEntropyConfig(entropy_estimator="joint"), which sees
   #     correlated neurons) on the nets of (a), defaults otherwise and with the authors' beta at depth 50.
