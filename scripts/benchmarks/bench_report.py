@@ -279,7 +279,7 @@ def plot_budget_curves(results: dict, path: Path) -> None:
         ax.set_ylim(0, 100)
         ax.legend(fontsize=6)
     fig.suptitle(f"Vanilla FNN test accuracy during training\n(made by: {COMMAND})", fontsize=7)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / rows / 3.4))  # room for the two-line title above the panels
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
