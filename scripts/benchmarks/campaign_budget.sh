@@ -90,10 +90,13 @@ lane2() {
   $T --inits he --depths 100 --seeds 0 --epochs 100 --max_grad_norm 0 --lr_scheduler linear --lbe_settings default
   $T --inits he --depths 100 --seeds 0 --epochs 100 --max_grad_norm 1 --lr_scheduler linear --lbe_settings default
   #     Linear decay without clipping (He depth 100: 82.7 % against 53.8 % at a constant lr with clipping) at depth
-  #     200 and 500, then plain on the same schedule, then the constant lr at depth 500.
-  $T --inits he --depths 200 500 --seeds 0 --epochs 100 --max_grad_norm 0 --lr_scheduler linear --lbe_settings default
+  #     200, then plain on the same schedule; depth 500 with clipping first (without it the loss reached 1e8 by step
+  #     80), linear and constant, then without clipping.
+  $T --inits he --depths 200 --seeds 0 --epochs 100 --max_grad_norm 0 --lr_scheduler linear --lbe_settings default
   $T --inits he --depths 100 --seeds 0 --epochs 100 --max_grad_norm 0 --lr_scheduler linear --lbe_settings plain
+  $T --inits he --depths 500 --seeds 0 --epochs 100 --max_grad_norm 1 --lr_scheduler linear --lbe_settings default
   $T --inits he --depths 500 --seeds 0 --epochs 100 --max_grad_norm 1 --lbe_settings default
+  $T --inits he --depths 500 --seeds 0 --epochs 100 --max_grad_norm 0 --lr_scheduler linear --lbe_settings default
   $T --inits he --depths 100 200 500 --seeds 0 --epochs 100 --max_grad_norm 1 --lbe_settings plain
   $T --inits he --depths 100 --seeds 1 2 --epochs 100 --max_grad_norm 1 --lbe_settings default plain
 
