@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 
 def busy_processes(threshold: float = 20.0) -> list[str]:
@@ -25,7 +26,9 @@ def busy_processes(threshold: float = 20.0) -> list[str]:
     for line in out.splitlines()[1:]:
         pid, cpu, *args = line.split(None, 2)
         if float(cpu) >= threshold and int(pid) != os.getpid():
-            busy.append(f"{float(cpu):.0f}% {' '.join(args)[:90]}")
+            program, _, rest = " ".join(args).partition(" ")
+            command = f"{Path(program).name} {rest}"  # the program's name, not where it is installed
+            busy.append(f"{float(cpu):.0f}% {command[:90]}")
     return busy
 
 
