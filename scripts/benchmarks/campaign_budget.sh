@@ -14,7 +14,7 @@
 cd "$(dirname "$0")/../.."
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 T="python scripts/benchmarks/trainability.py --datasets mnist --width 256 --batch_size 512 --lrs 1e-3 --threads 1
-   --run_dir runs/trainability --results docs/results/trainability_budget.json"
+   --run_dir runs/trainability --results docs/results/trainability_budget.json --probes_dir runs/trainability_probes"
 
 lane1() {
   # (a) Table 1 at its budget: PyTorch-default init (the authors' code) depth 30 and 50, 100 epochs, Trainer's

@@ -41,6 +41,7 @@ DEFAULT_RESULTS = DOCS / "results" / "trainability_results.json"  # the 600-step
 BUDGET_RESULTS = DOCS / "results" / "trainability_budget.json"  # the paper-budget (epochs) campaign
 # LBETrainer and the plain-PyTorch loop (reference_loop.py) on the same He depth-100 nets, beside the budget file
 REFERENCE_TRAINER = "trainability_reference_compare.json"
+HISTORY_KEYS = ("probe_entropy", "probe_effective_rank", "probe_constant_fraction", "log_history")
 REFERENCE_LOOP = "reference_loop_he100.jsonl"
 
 
@@ -106,6 +107,12 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the machine is shared)")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    p.add_argument(
+        "--probes_dir",
+        type=Path,
+        default=None,
+        help="write each run's per-layer probe histories and Trainer log to DIR/<run key>.json instead of --results",
+    )
     p.add_argument(
         "--save_models",
         type=Path,
@@ -221,6 +228,10 @@ def execute(run: FNNRun, args: argparse.Namespace) -> None:
             str(run_dir), logging_steps, save_to=folder, save_every=save_every, curve_every=args.curve_every,
             log=_print,
         )  # fmt: skip
+    if args.probes_dir is not None:  # the histories are most of a deep run's record
+        args.probes_dir.mkdir(parents=True, exist_ok=True)
+        probes = {k: res.pop(k) for k in HISTORY_KEYS if k in res}
+        (args.probes_dir / (run.key.replace("/", "_") + ".json")).write_text(json.dumps(probes))
     args.results.parent.mkdir(parents=True, exist_ok=True)
     with results_lock(args.results):  # two sweeps may share one results file
         done = load_results(args.results)  # re-read: another sweep may have appended
