@@ -209,6 +209,27 @@ def test_targets_table_picks_the_best_setting_and_says_what_is_missing(tmp_path)
     assert reference_table(tmp_path / "trainer.json", tmp_path / "none.jsonl").count("\n") == 1  # header only
 
 
+def test_alternatives_table_puts_inits_and_the_residual_net_side_by_side():
+    from trainability_summary import alternatives_table
+
+    def run(init, depth, seed, acc, lbe, **kw):
+        settings = dict(dataset="mnist", depth=depth, init=init, seed=seed, lr=1e-3, lbe=lbe, epochs=100, **kw)
+        return {**FNNRun(**settings).__dict__, "test_accuracy": acc}
+
+    linear = dict(max_grad_norm=0.0, lr_scheduler="linear")
+    rows = [run("he", 50, s, a, {}, **linear) for s, a in enumerate((90.0, 94.0))]
+    rows += [run("he", 50, 0, 11.5, None, **linear), run("lsuv", 50, 0, 60.0, {}, **linear)]
+    rows += [run("he", 50, 0, 97.0, None, residual=True, **linear)]
+    rows += [run("he", 50, 0, 80.0, {"beta": 0.1}, **linear)]  # another LBE setting: not a column
+    rows += [run("he", 100, 0, 50.0, {}), run("torch", 100, 0, 60.0, {})]  # no alternative run here: no row
+    table = alternatives_table({str(i): r for i, r in enumerate(rows)}).splitlines()
+    assert table[0].startswith("| data | net | optimisation | He plain | He LBE | orthogonal plain |")
+    assert len(table) == 3
+    cells = [c.strip() for c in table[2].split("|")[1:-1]]
+    assert cells[:3] == ["mnist", "d50 w256", "lr 0.001, b 512, 100 ep, clip 0, linear"]
+    assert cells[3:] == ["11.5 (n=1)", "92.0 ± 2.0 (n=2)", "-", "-", "-", "60.0 (n=1)", "97.0 (n=1)", "-"]
+
+
 def test_effective_rank_counts_independent_directions_not_variance():
     g = torch.Generator().manual_seed(0)
     feature = torch.randn(512, 1, generator=g)

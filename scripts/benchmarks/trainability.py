@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from bench_fnn import DATASETS, FNNRun, load_split
 from bench_report import auto_alpha_table, write_trainability_report
-from trainability_summary import reference_table, targets_table
+from trainability_summary import alternatives_table, reference_table, targets_table
 
 from lbe_hf.models.fnn import INITS
 
@@ -164,6 +164,17 @@ def budget_summary(budget: dict, folder: Path) -> list[str]:
         "`Trainer` on the same optimisation. Residual nets are left out: they are the ceiling, not the method.\n",
         targets_table(budget) + "\n",
     ]
+    alternatives = alternatives_table(budget)
+    if alternatives.count("\n") > 1:
+        sections += [
+            "### The alternatives\n",
+            "What a user would otherwise try on the same nets and optimisation: He, orthogonal (gain sqrt 2) and "
+            "LSUV init, each with plain `Trainer` and with LBE (`BatchEntropyConfig()` defaults), and the same He "
+            "net with residual connections (x + f(x) around every hidden block) as the architectural ceiling. Test "
+            "accuracy %, mean ± s.e. over n seeds. Made by sections (g') of `scripts/benchmarks/campaign_budget.sh`."
+            "\n",
+            alternatives + "\n",
+        ]
     reference = reference_table(folder / REFERENCE_TRAINER, folder / REFERENCE_LOOP)
     if reference.count("\n") > 1:
         sections += [

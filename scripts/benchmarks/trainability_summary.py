@@ -1,5 +1,6 @@
-"""The paper-budget campaign's summary tables: each target of the campaign against the best setting measured, and
-LBETrainer against the plain-PyTorch loop of eq. 3-6 on the same nets (`trainability.py --report` prints both)."""
+"""The paper-budget campaign's summary tables: each target of the campaign against the best setting measured, the
+alternatives to LBE (other inits, residual connections) beside it on the same nets and optimisation, and LBETrainer
+against the plain-PyTorch loop of eq. 3-6 on the same nets (`trainability.py --report` prints all three)."""
 
 from __future__ import annotations
 
@@ -101,6 +102,41 @@ def targets_table(budget: dict) -> str:
             f"| {_mean_se(last) if last else '-'} | {plain_cell} "
             f"| {met} |"
         )
+    return "\n".join(lines)
+
+
+ALTERNATIVES = (
+    ("he", False, "He"),
+    ("orthogonal", False, "orthogonal"),
+    ("lsuv", False, "LSUV"),
+    ("he", True, "residual"),
+)
+
+
+def alternatives_table(budget: dict) -> str:
+    """One row per net and optimisation on which any alternative to LBE was run: test accuracy (mean ± s.e., n)
+    of plain `Trainer` and of LBE defaults for He, orthogonal and LSUV init and for the residual He net."""
+    rows: dict[tuple, dict[tuple, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run in budget.values():
+        dataset, init, depth, lr, width, residual, *rest = _budget_group(run)
+        arm = setting_name(run["lbe"])
+        if arm in ("plain", "LBE defaults"):
+            rows[(dataset, depth, lr, width, *rest)][(init, residual, arm)].append(run["test_accuracy"])
+    header = "| data | net | optimisation | " + " | ".join(
+        f"{label} {arm}" for _, _, label in ALTERNATIVES for arm in ("plain", "LBE")
+    )
+    lines = [header + " |", "| --- | --- | --- |" + " --- |" * 2 * len(ALTERNATIVES)]
+    for key, arms in sorted(rows.items(), key=lambda kv: str(kv[0])):
+        if not any(init in ("orthogonal", "lsuv") or residual for init, residual, _ in arms):
+            continue
+        dataset, depth, lr, width, *rest = key
+        _, _, opt = _net_name((dataset, "", depth, lr, width, False, *rest))
+        cells = []
+        for init, residual, _ in ALTERNATIVES:
+            for arm in ("plain", "LBE defaults"):
+                accs = arms.get((init, residual, arm))
+                cells.append(f"{_mean_se(accs)} (n={len(accs)})" if accs else "-")
+        lines.append(f"| {dataset} | d{depth} w{width} | {opt} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
