@@ -95,6 +95,10 @@ lane2() {
   #     (82.7 % on seed 0); width 128 at depth 100 and 200.
   R="--epochs 100 --max_grad_norm 0 --lr_scheduler linear"
   $T --inits he --depths 500 --seeds 0 --epochs 100 --max_grad_norm 1 --lr_scheduler linear --lbe_settings default
+  #     The settings of the TensorFlow port's 500-layer runs (lr 1e-4, clipping 1.0, beta 1.5, initial alpha 3.0,
+  #     alpha_min 0.3, width 128; it used Glorot init, whose signal vanishes with depth as PyTorch's default does).
+  $T --inits torch --depths 500 --width 128 --seeds 0 --epochs 100 --max_grad_norm 1 --lrs 1e-4 \
+     --lbe_settings alpha=3.0,beta=1.5,alpha_min=0.3
   $T --inits orthogonal lsuv --depths 100 --seeds 0 $R --lbe_settings plain default
   $T --inits he --residual --depths 100 --seeds 0 $R --lbe_settings plain default
   $T --inits he --depths 100 --seeds 1 2 $R --lbe_settings default
