@@ -193,9 +193,15 @@ def test_targets_table_picks_the_best_setting_and_says_what_is_missing(tmp_path)
     table = targets_table({str(i): r for i, r in enumerate(rows)})
     line = {row.split(" | ")[0][2:].split(":")[0]: row for row in table.splitlines()[2:]}
     d30, d50 = line["depth 30, PyTorch init"], line["depth 50, PyTorch init"]
-    assert "| 2 | LBE defaults (lr 0.001" in d30 and "| 93.0 ± 1.2 | 91.0 ± 1.2 | 11.5 ± 0.0 | yes |" in d30
+    assert (
+        "| 2 | LBE defaults (torch d30 w256; lr 0.001" in d30
+        and "| 93.0 ± 1.2 | 91.0 ± 1.2 | 11.5 ± 0.0 | yes |" in d30
+    )
     assert "| 1 | LBE defaults" in d50 and "| - | no (6.7 points short) |" in d50
     assert "| 0 | not run yet |" in line["He depth 100"]
+    assert "| 0 | not run yet |" in line["depth 500, any init"]
+    deep = targets_table({"a": run("torch", 500, 0, 48.8, {}, width=128)})
+    assert "| 1 | LBE defaults (torch d500 w128; lr 0.001" in deep and "no (31.2 points short)" in deep
     assert "no (-1.5 points)" in line["He depth 10"]
     # LBETrainer against the plain loop: seeds side by side, only on nets both were run on.
     trainer = {"a": {**run("he", 100, 0, 12.0, {}), "steps": 600}, "b": {**run("he", 100, 1, 40.0, {}), "steps": 600}}
