@@ -106,8 +106,13 @@ lane2() {
   #     The same settings on He depth 200, width 256 (chance with the defaults on either schedule).
   $T --inits he --depths 200 --seeds 0 --epochs 100 --max_grad_norm 1 --lrs 1e-4 \
      --lbe_settings alpha=3.0,beta=1.5,alpha_min=0.3
+  #     Plain Trainer on the port's 500-layer net and optimisation.
+  $T --inits torch --depths 500 --width 128 --seeds 0 --epochs 100 --max_grad_norm 1 --lrs 1e-4 --lbe_settings plain
   $T --inits orthogonal lsuv --depths 100 --seeds 0 $R --lbe_settings plain default
   $T --inits he --residual --depths 100 --seeds 0 $R --lbe_settings plain default
+  #     The port's settings on He depth 100 (82.7 % with the defaults on the recipe).
+  $T --inits he --depths 100 --seeds 0 --epochs 100 --max_grad_norm 1 --lrs 1e-4 \
+     --lbe_settings alpha=3.0,beta=1.5,alpha_min=0.3
   $T --inits he --depths 100 --seeds 1 2 $R --lbe_settings default
   $T --inits he --depths 100 200 --width 128 --seeds 0 $R --lbe_settings default
   $T --inits he --depths 100 --width 128 --seeds 0 $R --lbe_settings plain
