@@ -200,8 +200,9 @@ def test_targets_table_picks_the_best_setting_and_says_what_is_missing(tmp_path)
     assert "| 1 | LBE defaults" in d50 and "| - | no (6.7 points short) |" in d50
     assert "| 0 | not run yet |" in line["He depth 100"]
     assert "| 0 | not run yet |" in line["depth 500, any init"]
-    deep = targets_table({"a": run("torch", 500, 0, 48.8, {}, width=128)})
+    deep = targets_table({"a": run("torch", 500, 0, 48.8, {}, width=128), "b": run("he", 100, 0, 94.8, {})})
     assert "| 1 | LBE defaults (torch d500 w128; lr 0.001" in deep and "no (31.2 points short)" in deep
+    assert "| yes on 1 seed (3 wanted) |" in deep  # He depth 100: one seed is not a mean
     assert "no (-1.5 points)" in line["He depth 10"]
     # LBETrainer against the plain loop: seeds side by side, only on nets both were run on.
     trainer = {"a": {**run("he", 100, 0, 12.0, {}), "steps": 600}, "b": {**run("he", 100, 1, 40.0, {}), "steps": 600}}

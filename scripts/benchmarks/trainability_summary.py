@@ -92,7 +92,7 @@ def targets_table(budget: dict) -> str:
             short = target.level - mean
             se_ok = target.max_se is None or (len(accs) > 1 and _se(accs) <= target.max_se)
             if short <= 0 and se_ok:
-                met = "yes"
+                met = "yes" if len(accs) >= 3 else f"yes on {len(accs)} seed{'s' * (len(accs) > 1)} (3 wanted)"
             elif short <= 0:
                 met = f"mean yes, s.e. {_se(accs):.1f} > {target.max_se:g}"
             else:
