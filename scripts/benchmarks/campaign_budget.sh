@@ -123,6 +123,9 @@ lane2() {
      --lbe_settings alpha=3.0,beta=1.5,alpha_min=0.3
   $T --inits orthogonal lsuv --depths 100 --seeds 0 $R --lbe_settings plain default
   $T --inits he --residual --depths 100 --seeds 0 $R --lbe_settings plain default
+  #     The third seed of the port's settings with linear decay on He depth 200.
+  $T --inits he --depths 200 --seeds 2 --epochs 100 --max_grad_norm 1 --lrs 1e-4 --lr_scheduler linear \
+     --lbe_settings alpha=3.0,beta=1.5,alpha_min=0.3
   $T --inits he --depths 100 --seeds 1 2 $R --lbe_settings default
   $T --inits he --depths 100 200 --width 128 --seeds 0 $R --lbe_settings default
   $T --inits he --depths 100 --width 128 --seeds 0 $R --lbe_settings plain
