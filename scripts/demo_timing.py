@@ -26,10 +26,18 @@ def busy_processes(threshold: float = 20.0) -> list[str]:
     for line in out.splitlines()[1:]:
         pid, cpu, *args = line.split(None, 2)
         if float(cpu) >= threshold and int(pid) != os.getpid():
-            program, _, rest = " ".join(args).partition(" ")
-            command = f"{Path(program).name} {rest}"  # the program's name, not where it is installed
+            command = " ".join(map(_without_location, " ".join(args).split()))
             busy.append(f"{float(cpu):.0f}% {command[:90]}")
     return busy
+
+
+def _without_location(word: str) -> str:
+    """An absolute path as the record may show it: relative to the checkout when inside it, else its name only
+    (where a program or script is installed is nobody's business)."""
+    if not word.startswith("/"):
+        return word
+    path = Path(word)
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else path.name
 
 
 def main() -> None:

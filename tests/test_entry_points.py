@@ -237,3 +237,11 @@ def test_each_extra_installs_what_its_entry_points_import():
     assert _extra_modules("demo") >= {"sklearn", "matplotlib"}
     for module, extra in EXTRA_OF.items():  # the extra an error message names does install the module
         assert module in _extra_modules(extra), (module, extra)
+
+
+def test_demo_timing_records_commands_without_install_paths(monkeypatch, tmp_path):
+    demo_timing = _script("demo_timing")
+    monkeypatch.chdir(tmp_path)
+    words = ["/opt/venv/bin/python", str(tmp_path / "scripts" / "bench.py"), "--out", "/data/x.json", "relative/y"]
+    cleaned = [demo_timing._without_location(w) for w in words]
+    assert cleaned == ["python", "scripts/bench.py", "--out", "x.json", "relative/y"]
