@@ -122,17 +122,18 @@ def alternatives_table(budget: dict) -> str:
     for run in budget.values():
         dataset, init, depth, lr, width, residual, *rest = _budget_group(run)
         arm = setting_name(run["lbe"])
-        if arm in ("plain", "LBE defaults"):
-            rows[(dataset, depth, lr, width, *rest)][(init, residual, arm)].append(run["test_accuracy"])
+        if arm in ("plain", "LBE defaults"):  # the row group with init and residual left open
+            rows[(dataset, "", depth, lr, width, False, *rest)][(init, residual, arm)].append(run["test_accuracy"])
     header = "| data | net | optimisation | " + " | ".join(
         f"{label} {arm}" for _, _, label in ALTERNATIVES for arm in ("plain", "LBE")
     )
     lines = [header + " |", "| --- | --- | --- |" + " --- |" * 2 * len(ALTERNATIVES)]
-    for key, arms in sorted(rows.items(), key=lambda kv: str(kv[0])):
-        if not any(init in ("orthogonal", "lsuv") or residual for init, residual, _ in arms):
+    others = {(init, residual) for init, residual, _ in ALTERNATIVES[1:]}  # everything but the He baseline
+    for group, arms in sorted(rows.items(), key=lambda kv: str(kv[0])):
+        if not others & {(init, residual) for init, residual, _ in arms}:
             continue
-        dataset, depth, lr, width, *rest = key
-        _, _, opt = _net_name((dataset, "", depth, lr, width, False, *rest))
+        dataset, _, depth, _, width, *_ = group
+        _, _, opt = _net_name(group)
         cells = []
         for init, residual, _ in ALTERNATIVES:
             for arm in ("plain", "LBE defaults"):
