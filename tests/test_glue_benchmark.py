@@ -184,6 +184,52 @@ def test_a_tiny_real_run_is_recorded_and_then_skipped(tmp_path):
     assert len(REPORT.read_records(tmp_path / "runs.jsonl")) == 1
 
 
+@pytest.mark.slow
+def test_a_killed_run_resumes_from_its_checkpoint_and_records_the_whole_run(tmp_path):
+    import signal
+    import sys
+    import time
+
+    from lbe_hf.checkpoint import get_last_complete_checkpoint
+
+    words = ["--tasks", "cola", "--arms", "lbe", "--lbe_alpha", "0.5", "--lbe_beta", "0.05", "--seeds", "1",
+             "--max_steps", "10", "--batch_size", "16", "--max_train_samples", "160", "--max_eval_samples", "32",
+             "--eval_steps", "1", "--save_steps", "3"]  # fmt: skip
+    whole = [*words, "--results", str(tmp_path / "whole.jsonl"), "--run_dir", str(tmp_path / "whole")]
+    words += ["--results", str(tmp_path / "runs.jsonl"), "--run_dir", str(tmp_path / "runs")]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    script = str(ROOT / "scripts/benchmarks/glue.py")
+    job = subprocess.Popen([sys.executable, script, *words], env=env, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 600
+    timing = None
+    while time.time() < deadline and job.poll() is None:
+        found = list((tmp_path / "runs").rglob("timing.json"))
+        if found:
+            timing = found[0]
+            break
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGKILL)  # the whole run, as the end of a session does
+    job.wait()
+    assert timing is not None, "no checkpoint was saved before the run ended"
+    assert not (tmp_path / "runs.jsonl").exists()  # killed before it finished
+    saved = json.loads(timing.read_text())
+    assert Path(get_last_complete_checkpoint(timing.parent)).name == f"checkpoint-{saved['global_step']}"
+    assert saved["global_step"] in (3, 6, 9) and len(saved["step_s"]) == saved["global_step"]
+
+    assert GLUE["main"](words) == 0  # the same command: the run resumes from its checkpoint and finishes
+    (record,) = REPORT.read_records(tmp_path / "runs.jsonl")
+    assert record["resumed_from"] == saved["global_step"] and record["steps"] == 10
+    assert [c["step"] for c in record["eval_curve"]] == list(range(1, 11))  # the killed attempt's evaluations kept
+    assert record["wall_s"] >= saved["wall_s"] > 0  # the killed attempt's time up to its checkpoint counts
+    assert not list((tmp_path / "runs").rglob("checkpoint-*"))  # checkpoints go once the run is recorded
+    # The same run never killed: the same evaluations (the resume restores weights, optimizer, data order and RNG).
+    assert GLUE["main"](whole) == 0
+    (reference,) = REPORT.read_records(tmp_path / "whole.jsonl")
+    assert reference["resumed_from"] is None
+    assert record["eval_curve"] == reference["eval_curve"] and record["final_alphas"] == reference["final_alphas"]
+
+
 def test_campaign_queue_tries_the_fallback_budget_and_drops_a_task_that_never_learns(tmp_path):
     # The queue's own logic (scripts/benchmarks/glue_campaign.sh) with a stand-in for glue.py whose --check_learns
     # fails for RTE at every budget and for CoLA at the default budget only.

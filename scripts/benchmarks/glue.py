@@ -18,10 +18,11 @@ the chosen beta. `--lbe_alpha 0.5 auto --lbe_beta 0.05` replaces the selection b
 
 One JSON object per finished run is appended to `--results` (task, arm, alpha, beta, lr, epochs, seed, metrics,
 eval curve, learned alphas, wall time, median training-step time, the load average at start and end, device); a
-run already there is skipped, so the same command resumes an interrupted campaign (a run's folder under `--run_dir`
-keeps its logs and JSON files, not the fine-tuned weights). `--jobs 2` runs two processes at a time (one thread
-each, `--threads`; `glue_child.py` is one run, timing its steps). `--report` rewrites the markdown from the JSON
-files only (`glue_report.py`).
+run already there is skipped, so the same command resumes an interrupted campaign, and an interrupted run resumes
+from its last complete checkpoint (saved every `--save_steps` steps; a finished run's folder under `--run_dir`
+keeps its logs and JSON files, not the checkpoints or the fine-tuned weights). `--jobs 2` runs two processes at a
+time (one thread each, `--threads`; `glue_child.py` is one run, timing its steps). `--report` rewrites the markdown
+from the JSON files only (`glue_report.py`).
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=32, help="Training batch.")
     p.add_argument("--max_seq_length", type=int, default=128, help="Truncation (padding is per batch).")
     p.add_argument("--eval_steps", type=int, default=50, help="Validation every N steps: the learning curve.")
+    p.add_argument("--save_steps", type=int, default=100, help="Checkpoint every N steps (an interrupted run "
+                   "resumes from the last one).")  # fmt: skip
     p.add_argument("--jobs", type=int, default=1, help="Runs at a time (1 or 2).")
     p.add_argument("--threads", type=int, default=1, help="Torch threads per run.")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: bf16 on the first GPU.")
@@ -203,7 +206,8 @@ def run_glue_args(args, spec: dict, out: Path) -> list[str]:
         "--learning_rate", str(spec["lr"]), "--seed", str(spec["seed"]),
         "--lbe_alpha", str(spec["alpha"] if spec["alpha"] is not None else 0.5), "--lbe_beta", str(spec["beta"]),
         "--eval_strategy", "steps", "--eval_steps", str(args.eval_steps), "--logging_steps", str(args.eval_steps),
-        "--save_strategy", "no", "--report_to", "none", "--metric_source", "local", "--disable_tqdm", "true",
+        "--save_strategy", "steps", "--save_steps", str(args.save_steps), "--save_total_limit", "1",
+        "--report_to", "none", "--metric_source", "local", "--disable_tqdm", "true",
         "--output_dir", str(out),
     ]  # fmt: skip
     words += (
@@ -229,9 +233,13 @@ def shown(words: list[str], args) -> str:
 
 
 def run_one(args, spec: dict, lock: threading.Lock, constants: dict) -> dict | None:
+    from lbe_hf.checkpoint import get_last_complete_checkpoint
+
     out = Path(args.run_dir) / run_name(spec)
-    shutil.rmtree(out, ignore_errors=True)  # an interrupted run starts afresh (no checkpoints are kept)
-    out.mkdir(parents=True)
+    resumed = get_last_complete_checkpoint(out)
+    if resumed is None:
+        shutil.rmtree(out, ignore_errors=True)  # nothing to resume: the run starts afresh
+    out.mkdir(parents=True, exist_ok=True)
     words = run_glue_args(args, spec, out)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=str(args.threads))
     command = [
@@ -241,9 +249,9 @@ def run_one(args, spec: dict, lock: threading.Lock, constants: dict) -> dict | N
         *words,
     ]
     with lock:
-        print(f"start {run_name(spec)}", flush=True)
+        print(f"start {run_name(spec)}" + (f" (resuming from {Path(resumed).name})" if resumed else ""), flush=True)
     load_start, t0 = os.getloadavg(), time.time()
-    with open(out / "log.txt", "w") as log:
+    with open(out / "log.txt", "a") as log:
         code = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     wall, load_end = time.time() - t0, os.getloadavg()
     if code != 0:
@@ -270,6 +278,8 @@ def run_one(args, spec: dict, lock: threading.Lock, constants: dict) -> dict | N
 
         alphas = [round(float(a), 5) for a in load_file(str(out / "lbe_alphas.safetensors"))["alpha"]]
     (out / "model.safetensors").unlink(missing_ok=True)  # 90 MB a run; the record keeps what the report needs
+    for checkpoint in out.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint)
     steps = info["step_s"]
     record = dict(
         spec,
@@ -280,7 +290,9 @@ def run_one(args, spec: dict, lock: threading.Lock, constants: dict) -> dict | N
         eval_curve=curve,
         train_log=train_logs[-1] if train_logs else None,
         final_alphas=alphas,
-        wall_s=round(wall, 1),
+        # The attempts' time up to the checkpoint resumed, plus this one's (None: an attempt's time is unknown).
+        wall_s=None if info.get("prior_wall_s", 0.0) is None else round(wall + info.get("prior_wall_s", 0.0), 1),
+        resumed_from=info.get("resumed_from"),
         median_step_s=statistics.median(steps) if steps else None,
         load_start=[round(x, 2) for x in load_start],
         load_end=[round(x, 2) for x in load_end],
@@ -295,7 +307,8 @@ def run_one(args, spec: dict, lock: threading.Lock, constants: dict) -> dict | N
         with open(args.results, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         shown_metrics = {k: round(100 * v, 1) for k, v in record["metrics"].items()}
-        print(f"done {run_name(spec)}: {shown_metrics}, {wall / 60:.1f} min", flush=True)
+        minutes = "?" if record["wall_s"] is None else f"{record['wall_s'] / 60:.1f}"
+        print(f"done {run_name(spec)}: {shown_metrics}, {minutes} min", flush=True)
     return record
 
 

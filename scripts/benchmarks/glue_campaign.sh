@@ -3,7 +3,7 @@
 # sets, 3 epochs of batch 32 (RTE 234, MRPC 345, CoLA 804 steps), baseline vs the LBE grid point chosen on the
 # validation split vs alpha="auto". Each run is its own process with one thread and appends one JSON line to
 # docs/results/glue_budget.jsonl; a run already there is skipped, so after a kill the same command resumes (an
-# unfinished run restarts from its beginning). Restart the whole queue with:
+# unfinished run resumes from its last checkpoint, saved every 100 steps). Restart the whole queue with:
 #
 #   nohup setsid bash scripts/benchmarks/glue_campaign.sh >> runs/glue_campaign.log 2>&1 &
 #
