@@ -126,6 +126,14 @@ lane2() {
   #     The third seed of the port's settings with linear decay on He depth 200.
   $T --inits he --depths 200 --seeds 2 --epochs 100 --max_grad_norm 1 --lrs 1e-4 --lr_scheduler linear \
      --lbe_settings alpha=3.0,beta=1.5,alpha_min=0.3
+  #     Depth 500 with the port's settings: He init at width 128 with the linear decay that took He depth 200 to
+  #     89 %; the PyTorch-init net of the port with a linear warm-up over the first 5 %; He init at width 256.
+  $T --inits he --depths 500 --width 128 --seeds 0 --epochs 100 --max_grad_norm 1 --lrs 1e-4 --lr_scheduler linear \
+     --lbe_settings alpha=3.0,beta=1.5,alpha_min=0.3
+  $T --inits torch --depths 500 --width 128 --seeds 0 --epochs 100 --max_grad_norm 1 --lrs 1e-4 --warmup_ratio 0.05 \
+     --lbe_settings alpha=3.0,beta=1.5,alpha_min=0.3
+  $T --inits he --depths 500 --seeds 0 --epochs 100 --max_grad_norm 1 --lrs 1e-4 --lr_scheduler linear \
+     --lbe_settings alpha=3.0,beta=1.5,alpha_min=0.3
   $T --inits he --depths 100 --seeds 1 2 $R --lbe_settings default
   $T --inits he --depths 100 200 --width 128 --seeds 0 $R --lbe_settings default
   $T --inits he --depths 100 --width 128 --seeds 0 $R --lbe_settings plain
