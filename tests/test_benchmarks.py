@@ -178,7 +178,7 @@ def test_budget_table_gives_mean_and_standard_error_over_seeds():
 
 
 def test_targets_table_picks_the_best_setting_and_says_what_is_missing(tmp_path):
-    from trainability_summary import reference_table, targets_table
+    from trainability_summary import reference_table, targets_table, tried_table
 
     def run(init, depth, seed, acc, lbe, **kw):
         settings = dict(dataset="mnist", depth=depth, init=init, seed=seed, lr=1e-3, lbe=lbe, epochs=100, **kw)
@@ -204,6 +204,16 @@ def test_targets_table_picks_the_best_setting_and_says_what_is_missing(tmp_path)
     assert "| 1 | LBE defaults (torch d500 w128; lr 0.001" in deep and "no (31.2 points short)" in deep
     assert "| yes on 1 seed (3 wanted) |" in deep  # He depth 100: one seed is not a mean
     assert "no (-1.5 points)" in line["He depth 10"]
+    # What was tried: every setting on the net of each target not met on 3 seeds, best first; met targets left out.
+    tried_rows = [run("torch", 500, 0, 48.8, {"alpha": 3.0}, width=128), run("he", 500, 0, 11.5, {})]
+    tried_rows += [run("he", 100, s, 94.0, {}) for s in range(3)] + [run("he", 200, 0, 89.0, {})]
+    tried = tried_table({str(i): r for i, r in enumerate(tried_rows)}).splitlines()[2:]
+    assert [row.split(" | ")[0][2:] for row in tried] == ["He depth 200: LBE >= 85 %"] + 2 * [
+        "depth 500, any init: LBE >= 80 %"
+    ]
+    assert "| torch d500 w128 |" in tried[1] and "| 1 | 48.8 | 48.8 | never | - |" in tried[1]
+    assert "| he d500 w256 |" in tried[2] and "| 11.5 | 11.5 | never |" in tried[2]
+    assert "| 89.0 | 89.0 | 800 | - |" in tried[0]  # first reached 50 % at the curve's point of step 800
     # LBETrainer against the plain loop: seeds side by side, only on nets both were run on.
     trainer = {"a": {**run("he", 100, 0, 12.0, {}), "steps": 600}, "b": {**run("he", 100, 1, 40.0, {}), "steps": 600}}
     (tmp_path / "trainer.json").write_text(json.dumps(trainer))

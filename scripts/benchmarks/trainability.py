@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from bench_fnn import DATASETS, FNNRun, load_split
 from bench_report import auto_alpha_table, write_trainability_report
-from trainability_summary import alternatives_table, reference_table, targets_table
+from trainability_summary import alternatives_table, reference_table, targets_table, tried_table
 
 from lbe_hf.models.fnn import INITS
 
@@ -164,6 +164,16 @@ def budget_summary(budget: dict, folder: Path) -> list[str]:
         "`Trainer` on the same optimisation. Residual nets are left out: they are the ceiling, not the method.\n",
         targets_table(budget) + "\n",
     ]
+    tried = tried_table(budget)
+    if tried.count("\n") > 1:
+        sections += [
+            "### What was tried where a target is not met\n",
+            "Every LBE setting measured on the net of each target not met on 3 seeds, best mean first (the "
+            "levers: budget, clipping, schedule, warm-up, lr, alpha / beta, init and width), with the best point of "
+            "each run's test curve and the step at which the curve first reached 50 % (per seed), and plain "
+            "`Trainer` on the same optimisation where it was run.\n",
+            tried + "\n",
+        ]
     alternatives = alternatives_table(budget)
     if alternatives.count("\n") > 1:
         sections += [

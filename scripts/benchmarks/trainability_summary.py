@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_report import _budget_group, _mean_se, _net_name, last_points_mean, setting_name
+from bench_report import _budget_group, _mean_se, _net_name, last_points_mean, setting_name, steps_to
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,32 @@ def _se(values: list[float]) -> float:
     return statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
 
 
+def _verdict(target: Target, cells: list) -> tuple[tuple, bool, str]:
+    """The best cell for `target` (highest mean over seeds; for a `within` target, one with plain beside it and 3
+    seeds first), whether the target is fully met (on 3 seeds), and the verdict as the table says it."""
+    if target.within is not None:
+        cells = [c for c in cells if c[3]] or cells  # a comparison needs plain on the same row group
+        best = max(cells, key=lambda c: (len(c[2]) >= 3, statistics.mean(_accs(c[2]))))
+    else:
+        best = max(cells, key=lambda c: (statistics.mean(_accs(c[2])), len(c[2])))
+    _group, _name, runs, plain = best
+    accs = _accs(runs)
+    mean = statistics.mean(accs)
+    if target.within is not None:
+        gap = mean - statistics.mean(plain) if plain else float("nan")
+        met = abs(gap) <= target.within
+        return best, met, f"yes ({gap:+.1f})" if met else f"no ({gap:+.1f} points)"
+    short = target.level - mean
+    se_ok = target.max_se is None or (len(accs) > 1 and _se(accs) <= target.max_se)
+    if short <= 0 and se_ok:
+        if len(accs) >= 3:
+            return best, True, "yes"
+        return best, False, f"yes on {len(accs)} seed{'s' * (len(accs) > 1)} (3 wanted)"
+    if short <= 0:
+        return best, False, f"mean yes, s.e. {_se(accs):.1f} > {target.max_se:g}"
+    return best, False, f"no ({short:.1f} points short)"
+
+
 def targets_table(budget: dict) -> str:
     """One row per target: how many LBE settings were tried on its net, the best of them (highest mean over
     seeds; chosen on the test split, so optimistic), plain on the same row group, and whether the target is met."""
@@ -77,33 +103,40 @@ def targets_table(budget: dict) -> str:
         if not cells:
             lines.append(f"| {target.name} | 0 | not run yet | | | | | |")
             continue
-        if target.within is not None:
-            cells = [c for c in cells if c[3]] or cells  # a comparison needs plain on the same row group
-            group, name, runs, plain = max(cells, key=lambda c: (len(c[2]) >= 3, statistics.mean(_accs(c[2]))))
-        else:
-            group, name, runs, plain = max(cells, key=lambda c: (statistics.mean(_accs(c[2])), len(c[2])))
+        (group, name, runs, plain), _met, verdict = _verdict(target, cells)
         accs = _accs(runs)
-        mean = statistics.mean(accs)
         last = [m for m in map(last_points_mean, runs) if m is not None]
-        if target.within is not None:
-            gap = mean - statistics.mean(plain) if plain else float("nan")
-            met = f"yes ({gap:+.1f})" if abs(gap) <= target.within else f"no ({gap:+.1f} points)"
-        else:
-            short = target.level - mean
-            se_ok = target.max_se is None or (len(accs) > 1 and _se(accs) <= target.max_se)
-            if short <= 0 and se_ok:
-                met = "yes" if len(accs) >= 3 else f"yes on {len(accs)} seed{'s' * (len(accs) > 1)} (3 wanted)"
-            elif short <= 0:
-                met = f"mean yes, s.e. {_se(accs):.1f} > {target.max_se:g}"
-            else:
-                met = f"no ({short:.1f} points short)"
         _, net, opt = _net_name(group)
         plain_cell = _mean_se(plain) if plain else "-"
         lines.append(
             f"| {target.name} | {len(cells)} | {name} ({net}; {opt}) | {len(accs)} | {_mean_se(accs)} "
             f"| {_mean_se(last) if last else '-'} | {plain_cell} "
-            f"| {met} |"
+            f"| {verdict} |"
         )
+    return "\n".join(lines)
+
+
+def tried_table(budget: dict) -> str:
+    """Every LBE setting tried on the net of each target not yet fully met, best mean first: the table of what was
+    tried, with the best point of each run's test curve and the step at which it first reached 50 %."""
+    lines = [
+        "| target | net | optimisation | setting | n | LBE % | best on curve | step to 50 % | plain % |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for target in TARGETS:
+        cells = _cells(budget, target)
+        if not cells or _verdict(target, cells)[1]:
+            continue
+        for group, name, runs, plain in sorted(cells, key=lambda c: -statistics.mean(_accs(c[2]))):
+            _, net, opt = _net_name(group)
+            curves = [r.get("test_curve") or [] for r in runs]
+            best = " / ".join(f"{max(a for _, a in c):.1f}" if c else "-" for c in curves)
+            reached = [steps_to(c, 50.0) for c in curves]
+            to50 = " / ".join("never" if s is None else str(s) for s in reached)
+            lines.append(
+                f"| {target.name} | {net} | {opt} | {name} | {len(runs)} | {_mean_se(_accs(runs))} | {best} "
+                f"| {to50} | {_mean_se(plain) if plain else '-'} |"
+            )
     return "\n".join(lines)
 
 
