@@ -306,10 +306,12 @@ def _fnn(**kwargs):
     return FNNForImageClassification(FNNConfig(**{"input_dim": 64, "depth": 4, "width": 128, **kwargs}))
 
 
-@pytest.mark.parametrize(("init", "variance"), [("he", 2 / 128), ("torch", 1 / (3 * 128))])
-def test_fnn_he_and_torch_init_weight_variance(init, variance):
-    weight = _fnn(init=init).layers[2].linear.weight.detach()  # 128 -> 128
-    assert float(weight.var()) == pytest.approx(variance, rel=0.05)
+@pytest.mark.parametrize(("init", "variance"), [("he", 2 / 128), ("torch", 1 / (3 * 128)), ("glorot", 1 / 128)])
+def test_fnn_he_torch_and_glorot_init_weight_variance(init, variance):
+    layer = _fnn(init=init).layers[2].linear  # 128 -> 128
+    assert float(layer.weight.detach().var()) == pytest.approx(variance, rel=0.05)
+    if init == "glorot":  # uniform on +-sqrt(6 / (fan_in + fan_out)), zero bias
+        assert float(layer.weight.abs().max()) <= (6 / 256) ** 0.5 and float(layer.bias.abs().max()) == 0.0
 
 
 def test_fnn_orthogonal_init_has_orthogonal_rows_with_gain_sqrt2():

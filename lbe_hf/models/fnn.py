@@ -10,7 +10,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "identity": nn.Identity}
-INITS = ("he", "torch", "orthogonal", "lsuv")
+INITS = ("he", "torch", "glorot", "orthogonal", "lsuv")
 
 
 class FNNConfig(PretrainedConfig):
@@ -21,7 +21,9 @@ class FNNConfig(PretrainedConfig):
         depth: hidden layers (Linear + activation); the net has depth + 1 Linear layers, as the authors' "depth L".
         init: "he" (Kaiming normal, fan-in, zero bias: the paper's text), "torch" (PyTorch's default
             `nn.Linear` init, weight variance 1/(3*fan_in): what the authors' published code ran, and why their
-            deep nets start collapsed), "orthogonal" (orthogonal weights with gain sqrt(2), zero bias) or "lsuv"
+            deep nets start collapsed), "glorot" (Glorot/Xavier uniform, weight variance 2/(fan_in+fan_out), zero
+            bias: Keras' `Dense` default, which the TensorFlow port of LBE ran), "orthogonal" (orthogonal weights
+            with gain sqrt(2), zero bias) or "lsuv"
             (Mishkin & Matas 2016: orthogonal, then every Linear rescaled to unit output variance on a data batch).
             "lsuv" needs that batch: call `lsuv_init(model, batch)` after construction; a model built with
             init="lsuv" refuses a training-mode forward until then (`lsuv_calibrated` records it in config.json).
@@ -74,7 +76,8 @@ class FNNConfig(PretrainedConfig):
 
 @torch.no_grad()
 def init_linear(module: nn.Linear, scheme: str) -> None:
-    """ "he": Kaiming normal (fan-in, ReLU gain), zero bias. "torch": `nn.Linear`'s own default init.
+    """ "he": Kaiming normal (fan-in, ReLU gain), zero bias. "torch": `nn.Linear`'s own default init. "glorot":
+    Glorot/Xavier uniform, zero bias (Keras' `Dense` default).
 
     "orthogonal" and "lsuv": orthogonal weights (rows or columns orthonormal, whichever is fewer) times sqrt(2),
     zero bias; "lsuv" then needs `lsuv_init` to rescale each layer on data.
@@ -84,6 +87,9 @@ def init_linear(module: nn.Linear, scheme: str) -> None:
         nn.init.zeros_(module.bias)
     elif scheme in ("orthogonal", "lsuv"):
         nn.init.orthogonal_(module.weight, gain=math.sqrt(2))
+        nn.init.zeros_(module.bias)
+    elif scheme == "glorot":
+        nn.init.xavier_uniform_(module.weight)
         nn.init.zeros_(module.bias)
     elif scheme == "torch":
         nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5))

@@ -307,7 +307,8 @@ def write_trainability_report(
             "lr (the paper's; `Trainer`'s own default is linear decay, `--lr_scheduler linear`), gradient clipping "
             "as the optimisation column says (`clip 1` is `Trainer`'s default `max_grad_norm=1.0`, `clip 0` off). "
             "Inits (`FNNConfig(init=...)`): `torch` is PyTorch's default `nn.Linear` init (the authors' code), `he` "
-            "Kaiming normal, `orthogonal` gain sqrt 2, `lsuv` orthogonal then each layer rescaled to unit output "
+            "Kaiming normal, `glorot` Glorot uniform (Keras' default, the TensorFlow port's), `orthogonal` gain "
+            "sqrt 2, `lsuv` orthogonal then each layer rescaled to unit output "
             "variance on the run's first 512 training images (`lbe_hf.models.fnn.lsuv_init`); `residual` nets add "
             "x + f(x) around every hidden block (`FNNConfig(residual=True)`), the architectural ceiling.\n",
             "The test accuracy is measured after the last step; mean ± standard error over the n seeds (as the "

@@ -127,8 +127,12 @@ lane2() {
   $T --inits he --depths 200 --seeds 2 --epochs 100 --max_grad_norm 1 --lrs 1e-4 --lr_scheduler linear \
      --lbe_settings alpha=3.0,beta=1.5,alpha_min=0.3
   #     Depth 500 with the port's settings: He init at width 128 with the linear decay that took He depth 200 to
-  #     89 %; the PyTorch-init net of the port with a linear warm-up over the first 5 %; He init at width 256.
+  #     89 %; the Glorot init the port ran; the PyTorch-init net of the port with a linear warm-up over the first 5 %;
+  #     then He init at width 256.
   $T --inits he --depths 500 --width 128 --seeds 0 --epochs 100 --max_grad_norm 1 --lrs 1e-4 --lr_scheduler linear \
+     --lbe_settings alpha=3.0,beta=1.5,alpha_min=0.3
+  #     The port's own init (Glorot uniform, Keras' default) on its 500-layer net.
+  $T --inits glorot --depths 500 --width 128 --seeds 0 --epochs 100 --max_grad_norm 1 --lrs 1e-4 \
      --lbe_settings alpha=3.0,beta=1.5,alpha_min=0.3
   $T --inits torch --depths 500 --width 128 --seeds 0 --epochs 100 --max_grad_norm 1 --lrs 1e-4 --warmup_ratio 0.05 \
      --lbe_settings alpha=3.0,beta=1.5,alpha_min=0.3
