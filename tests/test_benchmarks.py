@@ -155,6 +155,20 @@ def test_fnn_training_args_pass_epochs_clipping_and_schedule():
     assert (args.max_steps, args.num_train_epochs, args.max_grad_norm) == (-1, 100, 1.0)
     assert args.get_warmup_steps(1600) == 160 and args.lr_scheduler_type == "linear"
     assert (args.save_strategy, args.save_steps, args.save_total_limit) == ("steps", 150, 1)
+    # A warm-up on the constant schedule warms up (transformers' "constant" schedule alone would ignore it).
+    from torch import nn, optim
+    from transformers import get_scheduler
+
+    for schedule in ("constant", "linear"):
+        warm = fnn_training_args("out", 1e-3, 600, 512, 0, 25, epochs=100, lr_scheduler=schedule, warmup_ratio=0.05)
+        optimizer = optim.Adam(nn.Linear(2, 2).parameters(), lr=1e-3)
+        scheduler = get_scheduler(warm.lr_scheduler_type, optimizer, warm.get_warmup_steps(1600), 1600)
+        lrs = [scheduler.get_last_lr()[0]]
+        for _ in range(80):
+            optimizer.step()
+            scheduler.step()
+            lrs.append(scheduler.get_last_lr()[0])
+        assert lrs[0] == 0.0 and lrs[40] == pytest.approx(5e-4) and lrs[80] == pytest.approx(1e-3), schedule
     old = fnn_training_args("out", 1e-3, 600, 512, 0, 25)  # what the 600-step sweep ran
     assert (old.max_steps, old.max_grad_norm, old.lr_scheduler_type, old.save_strategy) == (600, 0.0, "constant", "no")
 

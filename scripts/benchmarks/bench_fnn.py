@@ -150,6 +150,8 @@ def fnn_training_args(
     default is 1.0); `save_steps`: a checkpoint every so many steps, only the last one kept."""
     if not 0.0 <= warmup_ratio < 1.0:
         raise ValueError(f"warmup_ratio is a fraction of the run in [0, 1), got {warmup_ratio}.")
+    if warmup_ratio and lr_scheduler == "constant":
+        lr_scheduler = "constant_with_warmup"  # transformers' "constant" schedule ignores the warm-up steps
     return TrainingArguments(
         output_dir=output_dir,
         learning_rate=lr,
