@@ -12,12 +12,16 @@ from pathlib import Path
 
 from bench_report import _budget_group, _mean_se, _net_name, last_points_mean, setting_name, steps_to
 
+# Plain training counts as "at chance" below this test accuracy (%): the 10-class MNIST split's majority class is
+# 11.5 %, and a net that learned anything is far above it.
+CHANCE_BELOW = 15.0
+
 
 @dataclass(frozen=True)
 class Target:
     """LBE's mean test accuracy on `dataset` nets of `init` (None: any init) and `depth` should reach `level` %
-    (with a standard error of at most `max_se` points where given), or come within `within` points of plain's on the
-    same net."""
+    (with a standard error of at most `max_se` points where given) while plain `Trainer` on the same optimisation
+    stays at chance where `plain_at_chance`, or come within `within` points of plain's on the same net."""
 
     name: str
     init: str | None
@@ -25,18 +29,21 @@ class Target:
     level: float | None = None
     max_se: float | None = None
     within: float | None = None
+    plain_at_chance: bool = False
     dataset: str = "mnist"
 
 
 TARGETS = (
-    Target("depth 30, PyTorch init: LBE >= 90 %, s.e. <= 2", "torch", 30, level=90.0, max_se=2.0),
-    Target("depth 50, PyTorch init: LBE >= 90 %, s.e. <= 2", "torch", 50, level=90.0, max_se=2.0),
-    Target("He depth 100: LBE >= 85 %", "he", 100, level=85.0),
-    Target("He depth 200: LBE >= 85 %", "he", 200, level=85.0),
+    Target("depth 30, PyTorch init: LBE >= 90 %, s.e. <= 2; plain at chance", "torch", 30, level=90.0, max_se=2.0,
+           plain_at_chance=True),
+    Target("depth 50, PyTorch init: LBE >= 90 %, s.e. <= 2; plain at chance", "torch", 50, level=90.0, max_se=2.0,
+           plain_at_chance=True),
+    Target("He depth 100: LBE >= 85 %; plain at chance", "he", 100, level=85.0, plain_at_chance=True),
+    Target("He depth 200: LBE >= 85 %; plain at chance", "he", 200, level=85.0, plain_at_chance=True),
     Target("depth 500, any init: LBE >= 80 %", None, 500, level=80.0),
     Target("He depth 10: LBE within 1 point of plain", "he", 10, within=1.0),
     Target("He depth 20: LBE within 1 point of plain", "he", 20, within=1.0),
-)
+)  # fmt: skip
 
 
 def _cells(budget: dict, target: Target) -> list[tuple[tuple, str, list[dict], list[float]]]:
@@ -64,30 +71,39 @@ def _se(values: list[float]) -> float:
     return statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
 
 
+def _judge(target: Target, cell: tuple) -> tuple[int, str]:
+    """How far one cell meets a level target (3: fully, on 3 seeds with plain measured at chance; 2: but on fewer
+    seeds or without plain measured; 1: LBE reaches the level but plain trains too; 0: LBE misses) and the verdict
+    as the table says it."""
+    _group, _name, runs, plain = cell
+    accs = _accs(runs)
+    short = target.level - statistics.mean(accs)
+    if short > 0:
+        return 0, f"no ({short:.1f} points short)"
+    if target.max_se is not None and not (len(accs) > 1 and _se(accs) <= target.max_se):
+        return 0, f"mean yes, s.e. {_se(accs):.1f} > {target.max_se:g}" if len(accs) > 1 else "mean yes on 1 seed"
+    if target.plain_at_chance and plain and statistics.mean(plain) >= CHANCE_BELOW:
+        return 1, f"no: plain trains too ({statistics.mean(plain):.1f} % on the same optimisation)"
+    verdict = "yes" if len(accs) >= 3 else f"yes on {len(accs)} seed{'s' * (len(accs) > 1)} (3 wanted)"
+    if target.plain_at_chance and not plain:
+        verdict += "; plain not run on this optimisation"
+    return (3 if verdict == "yes" else 2), verdict
+
+
 def _verdict(target: Target, cells: list) -> tuple[tuple, bool, str]:
-    """The best cell for `target` (highest mean over seeds; for a `within` target, one with plain beside it and 3
-    seeds first), whether the target is fully met (on 3 seeds), and the verdict as the table says it."""
+    """The best cell for `target`, whether the target is fully met, and the verdict as the table says it. A level
+    target takes the cell that meets most of it (`_judge`), then the highest LBE mean; a `within` target a cell
+    with plain beside it and 3 seeds first, then the highest LBE mean."""
     if target.within is not None:
         cells = [c for c in cells if c[3]] or cells  # a comparison needs plain on the same row group
         best = max(cells, key=lambda c: (len(c[2]) >= 3, statistics.mean(_accs(c[2]))))
-    else:
-        best = max(cells, key=lambda c: (statistics.mean(_accs(c[2])), len(c[2])))
-    _group, _name, runs, plain = best
-    accs = _accs(runs)
-    mean = statistics.mean(accs)
-    if target.within is not None:
-        gap = mean - statistics.mean(plain) if plain else float("nan")
+        _group, _name, runs, plain = best
+        gap = statistics.mean(_accs(runs)) - statistics.mean(plain) if plain else float("nan")
         met = abs(gap) <= target.within
         return best, met, f"yes ({gap:+.1f})" if met else f"no ({gap:+.1f} points)"
-    short = target.level - mean
-    se_ok = target.max_se is None or (len(accs) > 1 and _se(accs) <= target.max_se)
-    if short <= 0 and se_ok:
-        if len(accs) >= 3:
-            return best, True, "yes"
-        return best, False, f"yes on {len(accs)} seed{'s' * (len(accs) > 1)} (3 wanted)"
-    if short <= 0:
-        return best, False, f"mean yes, s.e. {_se(accs):.1f} > {target.max_se:g}"
-    return best, False, f"no ({short:.1f} points short)"
+    judged = [(_judge(target, c), c) for c in cells]
+    (score, verdict), best = max(judged, key=lambda j: (j[0][0], statistics.mean(_accs(j[1][2])), len(j[1][2])))
+    return best, score == 3, verdict
 
 
 def targets_table(budget: dict) -> str:
