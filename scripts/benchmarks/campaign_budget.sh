@@ -50,6 +50,9 @@ lane1() {
   #     lr decayed: the same for 300 epochs.
   $T --inits he --depths 500 --width 128 --seeds 0 --epochs 300 --max_grad_norm 1 --lrs 1e-4 --lr_scheduler linear \
      --lbe_settings alpha=3.0,beta=1.5,alpha_min=0.3
+  #     Plain Trainer on that net and optimisation at 100 epochs (at lr 1e-4 with clipping plain He depth 100 trains).
+  $T --inits he --depths 500 --width 128 --seeds 0 --epochs 100 --max_grad_norm 1 --lrs 1e-4 --lr_scheduler linear \
+     --lbe_settings plain
   $T --inits orthogonal lsuv --depths 50 --seeds 1 2 $R --lbe_settings plain default
   $T --inits he --residual --depths 50 --seeds 1 2 $R --lbe_settings plain default
 
@@ -140,12 +143,10 @@ lane2() {
      --lbe_settings alpha=3.0,beta=1.5,alpha_min=0.3
   $T --inits torch --depths 500 --width 128 --seeds 0 --epochs 100 --max_grad_norm 1 --lrs 1e-4 --warmup_ratio 0.05 \
      --lbe_settings alpha=3.0,beta=1.5,alpha_min=0.3
-  #     Plain Trainer on the optimisation of the port's settings at He depth 100, 200 and 500 (does the lower lr
-  #     alone train them?).
+  #     Plain Trainer on the optimisation of the port's settings at He depth 100 and 200 (does the lower lr alone
+  #     train them?); depth 500 is in lane 1.
   $T --inits he --depths 100 --seeds 0 --epochs 100 --max_grad_norm 1 --lrs 1e-4 --lbe_settings plain
   $T --inits he --depths 200 --seeds 0 --epochs 100 --max_grad_norm 1 --lrs 1e-4 --lr_scheduler linear \
-     --lbe_settings plain
-  $T --inits he --depths 500 --width 128 --seeds 0 --epochs 100 --max_grad_norm 1 --lrs 1e-4 --lr_scheduler linear \
      --lbe_settings plain
   $T --inits he --depths 500 --seeds 0 --epochs 100 --max_grad_norm 1 --lrs 1e-4 --lr_scheduler linear \
      --lbe_settings alpha=3.0,beta=1.5,alpha_min=0.3
