@@ -167,40 +167,38 @@ def budget_summary(budget: dict, folder: Path) -> list[str]:
         "are the ceiling, not the method.\n",
         targets_table(budget) + "\n",
     ]
-    tried = tried_table(budget)
-    if tried.count("\n") > 1:
-        sections += [
-            "### What was tried where a target is not met\n",
-            "Every LBE setting measured on the net of each target not met on 3 seeds, best mean first (the "
-            "levers: budget, clipping, schedule, warm-up, lr, alpha / beta, init and width), with the best point of "
-            "each run's test curve and the step at which the curve first reached 50 % (per seed), and plain "
-            "`Trainer` on the same optimisation where it was run.\n",
-            tried + "\n",
-        ]
-    alternatives = alternatives_table(budget)
-    if alternatives.count("\n") > 1:
-        sections += [
-            "### The alternatives\n",
-            "What a user would otherwise try on the same nets and optimisation: He, orthogonal (gain sqrt 2) and "
-            "LSUV init, each with plain `Trainer` and with LBE (`BatchEntropyConfig()` defaults), and the same He "
-            "net with residual connections (x + f(x) around every hidden block) as the architectural ceiling. Test "
-            "accuracy %, mean ± s.e. over n seeds. Made by sections (g') of `scripts/benchmarks/campaign_budget.sh`."
-            "\n",
-            alternatives + "\n",
-        ]
-    reference = reference_table(folder / REFERENCE_TRAINER, folder / REFERENCE_LOOP)
-    if reference.count("\n") > 1:
-        sections += [
-            "### LBETrainer against a plain PyTorch loop\n",
-            "The same He-init nets and data, BatchEntropyConfig() defaults (alpha 0.5, beta 0.5), Adam 1e-3, no "
-            "clipping, 600 steps: `LBETrainer` (its sampler: a shuffled pass per epoch) against "
-            "`scripts/benchmarks/reference_loop.py`, eq. 3-6 written out in plain PyTorch with `torch.var`, either "
-            "a permutation per epoch or every batch drawn with replacement. The loop's runs share each seed's "
-            "initial weights with LBETrainer's, not its batch order. Made by lane 2 of "
-            "`scripts/benchmarks/campaign_budget.sh`, section (h).\n",
-            reference + "\n",
-        ]
+    sections += _section(
+        "What was tried where a target is not met",
+        tried_table(budget),
+        "Every LBE setting measured on the net of each target not met on 3 seeds, best mean first (the "
+        "levers: budget, clipping, schedule, warm-up, lr, alpha / beta, init and width), with the best point of "
+        "each run's test curve and the step at which the curve first reached 50 % (per seed), and plain "
+        "`Trainer` on the same optimisation where it was run.",
+    )
+    sections += _section(
+        "The alternatives",
+        alternatives_table(budget),
+        "What a user would otherwise try on the same nets and optimisation: He, orthogonal (gain sqrt 2) and "
+        "LSUV init, each with plain `Trainer` and with LBE (`BatchEntropyConfig()` defaults), and the same He "
+        "net with residual connections (x + f(x) around every hidden block) as the architectural ceiling. Test "
+        "accuracy %, mean ± s.e. over n seeds. Made by sections (g') of `scripts/benchmarks/campaign_budget.sh`.",
+    )
+    sections += _section(
+        "LBETrainer against a plain PyTorch loop",
+        reference_table(folder / REFERENCE_TRAINER, folder / REFERENCE_LOOP),
+        "The same He-init nets and data, BatchEntropyConfig() defaults (alpha 0.5, beta 0.5), Adam 1e-3, no "
+        "clipping, 600 steps: `LBETrainer` (its sampler: a shuffled pass per epoch) against "
+        "`scripts/benchmarks/reference_loop.py`, eq. 3-6 written out in plain PyTorch with `torch.var`, either "
+        "a permutation per epoch or every batch drawn with replacement. The loop's runs share each seed's "
+        "initial weights with LBETrainer's, not its batch order. Made by lane 2 of "
+        "`scripts/benchmarks/campaign_budget.sh`, section (h).",
+    )
     return sections
+
+
+def _section(heading: str, table: str, text: str) -> list[str]:
+    """A report section (heading, text, markdown table), or nothing while the table has no rows below its header."""
+    return [f"### {heading}\n", text + "\n", table + "\n"] if table.count("\n") > 1 else []
 
 
 def main(argv: list[str] | None = None) -> None:
