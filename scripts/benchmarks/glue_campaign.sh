@@ -48,8 +48,11 @@ echo "tasks whose baseline learns: ${LEARNED[*]}; budget overrides: ${OVERRIDES[
 [ ${#LEARNED[@]} -eq 0 ] && exit 1
 
 # (b) The grid selection (alpha {0.2, 0.5} x beta {0.005, 0.05}, seed 0, best validation main metric per task),
-#     then baseline / chosen LBE / alpha="auto" at the chosen beta on seeds 1-3, lr 5e-5.
-$G --tasks "${LEARNED[@]}" --seeds 1 2 3 "${OVERRIDES[@]}"
+#     then baseline / chosen LBE / alpha="auto" at the chosen beta on seeds 1-3, lr 5e-5. One task at a time, so
+#     that each task's comparison is complete before the next task's grid starts.
+for task in "${LEARNED[@]}"; do
+  $G --tasks "$task" --seeds 1 2 3 "${OVERRIDES[@]}"
+done
 
 # (c) lr sensitivity: the same on MRPC at lr 3e-5 (its own selection, since the best grid point may move with lr).
 [[ " ${LEARNED[*]} " == *" mrpc "* ]] && $G --tasks mrpc --lr 3e-5 --seeds 1 2 3 "${OVERRIDES[@]}"
