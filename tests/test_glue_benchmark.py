@@ -76,6 +76,8 @@ def test_report_pairs_by_seed_flags_the_majority_class_and_names_the_choice(tmp_
         # MRPC: both arms at the majority class (68.4% accuracy).
         for arm, alpha, beta in (("baseline", None, 0.0), ("lbe", 0.5, 0.005)):
             records.append(_record(args, "mrpc", arm, alpha, beta, seed, "compare", 100 * 279 / 408, f1=0.812))
+    for r in records:
+        r["eval_rows"] = 277 if r["task"] == "rte" else 408
     _write(tmp_path / "runs.jsonl", records)
     report = tmp_path / "glue_results.md"
     main = GLUE["main"]
@@ -85,6 +87,7 @@ def test_report_pairs_by_seed_flags_the_majority_class_and_names_the_choice(tmp_
     rte = text[text.index("### RTE") : text.index("### MRPC")]
     mrpc = text[text.index("### MRPC") :]
     assert "chosen alpha 0.5, beta 0.005" in rte
+    assert "differ by 5.0 points, 14 of the 277 validation examples" in rte  # 63.0 - 58.0: 13.85 rows
     # Paired differences +1, +2, +3: mean +2.0, 95% t-interval 2 -/+ 4.303 / sqrt(3) = [-0.5, +4.5].
     row = next(line for line in rte.splitlines() if line.startswith("| accuracy | LBE (alpha 0.5, beta 0.005) - "))
     assert "| 3 | +2.0 | [-0.5, +4.5] | +1.0, +2.0, +3.0 |" in row
@@ -253,6 +256,11 @@ def test_campaign_queue_tries_the_fallback_budget_and_drops_a_task_that_never_le
     assert "glue.py --jobs 1 --tasks cola --arms baseline --seeds 1 --eval_steps 25 --task_epochs cola=6 " \
         "--task_lr cola=1e-4" in lines  # fmt: skip
     assert any(line.startswith("rte: the baseline stays at the majority class") for line in lines)
-    assert "glue.py --jobs 1 --tasks mrpc cola --seeds 1 2 3 --task_epochs cola=6 --task_lr cola=1e-4" in lines
+    # Selection and comparison one task at a time, in the queue's order.
+    per_task = [
+        f"glue.py --jobs 1 --tasks {t} --seeds 1 2 3 --task_epochs cola=6 --task_lr cola=1e-4"
+        for t in ("mrpc", "cola")
+    ]
+    assert [line for line in lines if line in per_task] == per_task
     assert "glue.py --jobs 1 --tasks mrpc --lr 3e-5 --seeds 1 2 3 --task_epochs cola=6 --task_lr cola=1e-4" in lines
     assert lines[-1] == "glue.py --report" and not any("--tasks rte mrpc" in line for line in lines)
