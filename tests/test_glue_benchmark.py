@@ -105,6 +105,8 @@ def test_report_pairs_by_seed_flags_the_majority_class_and_names_the_choice(tmp_
 def test_conclusion_says_better_or_worse_when_the_interval_excludes_zero():
     better = REPORT.conclusion({"lo": 0.4, "hi": 2.0, "n": 3}, 1.07, True, 50.0, 0.0)
     worse = REPORT.conclusion({"lo": -3.0, "hi": -1.0, "n": 3}, 0.55, True, 75.0, 68.4)
+    same = REPORT.conclusion({"lo": 0.0, "hi": 0.0, "n": 3}, -0.08, True, 56.4, 52.7)
+    assert "on every seed" in same and "outside" in same and "contains 0" not in same
     assert better.startswith("the arm is better, by 0.4 to 2.0") and "inside" in better
     assert worse.startswith("the arm is worse, by 1.0 to 3.0") and "outside" in worse
 

@@ -109,6 +109,11 @@ def conclusion(stats: dict, paper: float | None, reference_learned: bool, refere
     if paper is not None:
         inside = stats["lo"] <= paper <= stats["hi"]
         paper_text = f"; the paper's {paper:+.2f} is {'inside' if inside else 'outside'} it"
+    if abs(stats["lo"]) < 1e-9 and abs(stats["hi"]) < 1e-9:
+        return (
+            "the arm ends on the reference's value on every seed: its term barely changed training here, which shows "
+            f"neither a gain nor a loss (nor that the term is inactive: see its logged loss){paper_text}"
+        )
     if stats["lo"] > 0:
         return f"the arm is better, by {stats['lo']:.1f} to {stats['hi']:.1f} points (95%){paper_text}"
     if stats["hi"] < 0:
