@@ -196,8 +196,8 @@ def test_targets_table_picks_the_best_setting_and_says_what_is_missing(tmp_path)
 
     def run(init, depth, seed, acc, lbe, **kw):
         settings = dict(dataset="mnist", depth=depth, init=init, seed=seed, lr=1e-3, lbe=lbe, epochs=100)
-        run = FNNRun(**{**settings, **kw}).__dict__
-        return {**run, "test_accuracy": acc, "test_curve": [[800, acc - 4], [1600, acc]]}
+        record = FNNRun(**{**settings, **kw}).__dict__
+        return {**record, "test_accuracy": acc, "test_curve": [[800, acc - 4], [1600, acc]]}
 
     rows = [run("torch", 30, s, a, {}) for s, a in enumerate((95.0, 91.0, 93.0))]  # mean 93, s.e. 1.2
     rows += [run("torch", 30, s, a, {"beta": 0.1}) for s, a in enumerate((99.0, 20.0, 30.0))]

@@ -167,9 +167,10 @@ def setting_section(setting: tuple, runs: list[dict], chosen: dict | None) -> li
     if chosen:
         scores = ", ".join(f"alpha {a} beta {b}: {v:.1f}" for (a, b), v in chosen["scores"].items())
         spread = max(chosen["scores"].values()) - min(chosen["scores"].values())
+        spread_text = f"{spread:.1f} points"
         rows = next((r["eval_rows"] for r in runs if r.get("eval_rows")), None)
-        examples = f", {round(spread * rows / 100)} of the {rows} validation examples" if rows else ""
-        spread_text = f"{spread:.1f} points{examples if MAIN_METRIC[task] == 'accuracy' else ''}"
+        if rows and MAIN_METRIC[task] == "accuracy":
+            spread_text += f", {round(spread * rows / 100)} of the {rows} validation examples"
         lines += [
             f"Grid chosen on the validation split (selection seeds only, main metric {MAIN_METRIC[task]}): {scores}; "
             f"chosen alpha {chosen['alpha']}, beta {chosen['beta']}. The grid's best and worst points differ by "
