@@ -95,6 +95,11 @@ def test_report_pairs_by_seed_flags_the_majority_class_and_names_the_choice(tmp_
     assert "| -0.08 |" in row and "the interval contains 0" in row and "inside" in row
     assert "| accuracy | baseline (beta 0) | 3 | 62.3 |" in rte and "- seed 1: 10: 30.0, 20: 60.0" in rte
     assert "uninformative" in mrpc and "not 'no difference'" in mrpc and "contains 0" not in mrpc
+    # The paper's one MRPC delta is set beside accuracy, and the report says so; RTE has one metric to set it by.
+    assert "beside the main metric (accuracy, the metric the grid selects on):" in mrpc
+    assert "beside the main metric:" in rte
+    f1_row = next(line for line in mrpc.splitlines() if line.startswith("| f1 | LBE (alpha 0.5, beta 0.005) - "))
+    assert "| 0.55 |" not in f1_row and "| +0.55 |" not in f1_row
     # The majority-class footnote only where a run is starred: MRPC's, not RTE's (all its runs learn).
     footnote = "does not beat the majority class by 1 point"
     assert footnote in mrpc and "68.4*" in mrpc and footnote not in rte and "| 60.0, 62.0, 65.0 |" in rte

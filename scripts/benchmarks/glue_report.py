@@ -207,7 +207,9 @@ def setting_section(setting: tuple, runs: list[dict], chosen: dict | None) -> li
         lines += [
             "Paired by seed (same head initialisation, data order and dropout), arm minus reference, points; the "
             "step-time ratio is the median over seeds of the arm's median training-step time over the reference's; "
-            "the paper's Table 4 delta (LBE minus baseline, BERT-base) stands beside the main metric:",
+            "the paper's Table 4 delta (LBE minus baseline, BERT-base) stands beside the main metric"
+            + (f" ({MAIN_METRIC[task]}, the metric the grid selects on)" if len(METRICS[task]) > 1 else "")
+            + ":",
             "",
             "| metric | arm - reference | seeds | mean | 95% t-interval | per seed | step-time ratio (seeds) "
             "| paper | what the interval allows |",
