@@ -10,8 +10,8 @@
 # Length: 6-step smoke runs of batch 32 on the full training sets, one thread, load average 3 on the 2-core machine,
 # took a median 6.5 s per training step on RTE, 3.6 s on MRPC and 1.0-1.4 s on CoLA. At those rates (a) is about 1 h
 # of one core, (b) 12 h, (c) 4.5 h and (d) 6 h, plus about 10% for the evaluations: some 26 core-hours in all.
-# Measured in the full runs at load average 2: RTE about 20 minutes a run (4.7-4.9 s a step in both arms), MRPC
-# 16 minutes (baseline).
+# Measured in the full runs at load average 2: RTE about 20 minutes a run (4.7-4.9 s a step in every arm), MRPC
+# 15 minutes (2.3 s a step) and CoLA 11-12 minutes (0.64-0.72 s a step).
 #
 # JOBS=2 runs two processes at a time (the most the 2-core machine takes; each run records the load average at its
 # start and end). `python scripts/benchmarks/glue.py --report` writes docs/glue_results.md from the JSON at any time.
