@@ -103,6 +103,13 @@ def test_report_pairs_by_seed_flags_the_majority_class_and_names_the_choice(tmp_
     # The majority-class footnote only where a run is starred: MRPC's, not RTE's (all its runs learn).
     footnote = "does not beat the majority class by 1 point"
     assert footnote in mrpc and "68.4*" in mrpc and footnote not in rte and "| 60.0, 62.0, 65.0 |" in rte
+    # The summary at the top: one row per task and metric, the same paired numbers, the paper beside the main one.
+    summary = text[text.index("## Summary beside the paper's Table 4") : text.index("## The campaign's runs")]
+    rte_row = next(line for line in summary.splitlines() if line.startswith("| RTE |"))
+    assert "| accuracy | 3 | 62.3 | 64.3 (alpha 0.5, beta 0.005) | +2.0 [-0.5, +4.5] | - | -0.08 |" in rte_row
+    mrpc_rows = [line for line in summary.splitlines() if line.startswith("| MRPC |")]
+    assert [row.split(" | ")[2] for row in mrpc_rows] == ["f1", "accuracy"]
+    assert all("uninformative" in row for row in mrpc_rows) and "| +0.55 |" in mrpc_rows[1]
     assert "HF_HUB_OFFLINE=1 python scripts/benchmarks/glue.py --tasks rte mrpc" in text
     assert not any(p in text for p in ("/work/", "/root/", "/tmp/", str(tmp_path)))
 

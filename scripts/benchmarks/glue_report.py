@@ -217,27 +217,12 @@ def setting_section(setting: tuple, runs: list[dict], chosen: dict | None) -> li
         ]
         for key in METRICS[task]:
             for label, ref_label in pairs:
-                arm = {r["seed"]: r for r in arms[label]}
-                ref = {r["seed"]: r for r in arms[ref_label]}
-                seeds, diffs, stats = paired_differences(
-                    {s: points(r, key) for s, r in arm.items()}, {s: points(r, key) for s, r in ref.items()}
-                )
-                ratios = [
-                    arm[s]["median_step_s"] / ref[s]["median_step_s"]
-                    for s in seeds
-                    if arm[s].get("median_step_s") and ref[s].get("median_step_s")
-                ]
-                ratio = f"{np.median(ratios):.3f} ({len(ratios)})" if ratios else "-"
-                main = key == MAIN_METRIC[task]
-                paper = PAPER_DELTAS.get(task) if main and ref_label.startswith("baseline") else None
-                ref_mean = _mean_record([ref[s] for s in seeds]) if seeds else _mean_record(list(ref.values()))
-                said = conclusion(
-                    stats, paper, learned({"task": task, **ref_mean}), 100 * ref_mean["metrics"][key], constant[key]
-                )
+                p = paired(task, arms[label], arms[ref_label], key)
+                ratio = f"{np.median(p['ratios']):.3f} ({len(p['ratios'])})" if p["ratios"] else "-"
                 lines.append(
-                    f"| {key} | {label} - {ref_label} | {len(seeds)} | {_fmt(stats['mean'], sign=True)} | "
-                    f"{_interval(stats, sign=True)} | {', '.join(f'{d:+.1f}' for d in diffs)} | {ratio} | "
-                    f"{_fmt(paper, 2, sign=True)} | {said} |"
+                    f"| {key} | {label} - {ref_label} | {len(p['seeds'])} | {_fmt(p['stats']['mean'], sign=True)} | "
+                    f"{_interval(p['stats'], sign=True)} | {', '.join(f'{d:+.1f}' for d in p['diffs'])} | {ratio} | "
+                    f"{_fmt(p['paper'], 2, sign=True)} | {p['said']} |"
                 )
         lines.append("")
 
@@ -265,6 +250,75 @@ def setting_section(setting: tuple, runs: list[dict], chosen: dict | None) -> li
         lines += [f"- seed {r['seed']}: {_curve_text(r, 'eval_' + key)}" for r in curves]
         lines.append("")
     return lines
+
+
+def paired(task: str, arm_runs: list[dict], ref_runs: list[dict], key: str) -> dict:
+    """One arm against a reference on metric `key`, paired by seed: seeds, diffs, stats (`t_interval`), the arm's
+    and reference's means over those seeds, step-time ratios per seed, the paper's delta where it applies (the main
+    metric against the baseline) and the sentence `conclusion` says."""
+    arm = {r["seed"]: r for r in arm_runs}
+    ref = {r["seed"]: r for r in ref_runs}
+    seeds, diffs, stats = paired_differences(
+        {s: points(r, key) for s, r in arm.items()}, {s: points(r, key) for s, r in ref.items()}
+    )
+    ratios = [
+        arm[s]["median_step_s"] / ref[s]["median_step_s"]
+        for s in seeds
+        if arm[s].get("median_step_s") and ref[s].get("median_step_s")
+    ]
+    baseline = ref_runs[0]["arm"] == "baseline"
+    paper = PAPER_DELTAS.get(task) if key == MAIN_METRIC[task] and baseline else None
+    ref_mean = _mean_record([ref[s] for s in seeds]) if seeds else _mean_record(list(ref.values()))
+    constant = 100 * ref_runs[0]["constant_scores"][key]
+    said = conclusion(stats, paper, learned({"task": task, **ref_mean}), 100 * ref_mean["metrics"][key], constant)
+    means = [float(np.mean([points(runs[s], key) for s in seeds])) if seeds else None for runs in (arm, ref)]
+    return dict(seeds=seeds, diffs=diffs, stats=stats, ratios=ratios, paper=paper, said=said, means=means)
+
+
+def summary_table(records: list[dict]) -> list[str]:
+    """One row per task, budget and metric: the chosen LBE point and alpha="auto", each minus the baseline over the
+    paired seeds, beside the paper's Table 4 delta (set beside the main metric only)."""
+    order = {t: i for i, t in enumerate(METRICS)}
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        if r.get("role", "compare") == "compare":
+            groups[setting_key(r)].append(r)
+    rows = []
+    for setting in sorted(groups, key=lambda s: order.get(s[0], len(order))):
+        task, budget, lr = setting[:3]
+        by_arm: dict[str, list[dict]] = defaultdict(list)
+        for r in groups[setting]:
+            by_arm[r["arm"]].append(r)
+        if "baseline" not in by_arm or "lbe" not in by_arm:
+            continue
+        lbe = sorted({(r["alpha"], r["beta"]) for r in by_arm["lbe"]}, key=str)
+        for key in METRICS[task]:
+            p = paired(task, by_arm["lbe"], by_arm["baseline"], key)
+            auto = paired(task, by_arm["auto"], by_arm["baseline"], key) if by_arm.get("auto") else None
+            auto_text = (
+                f"{_fmt(auto['stats']['mean'], sign=True)} {_interval(auto['stats'], sign=True)}" if auto else "-"
+            )
+            point = "; ".join(f"alpha {a}, beta {b}" for a, b in lbe)
+            rows.append(
+                f"| {task.upper()} | {budget}, lr {lr:g} | {key} | {len(p['seeds'])} | {_fmt(p['means'][1])} | "
+                f"{_fmt(p['means'][0])} ({point}) | {_fmt(p['stats']['mean'], sign=True)} "
+                f"{_interval(p['stats'], sign=True)} | {auto_text} | {_fmt(p['paper'], 2, sign=True)} | {p['said']} |"
+            )
+    if not rows:
+        return []
+    return [
+        "## Summary beside the paper's Table 4",
+        "",
+        "Per task and budget, over the seeds both arms ran: the baseline's mean, the chosen LBE point's mean, LBE "
+        'minus baseline and alpha="auto" minus baseline (mean and 95% t-interval of the paired differences, '
+        "points), and the paper's BERT-base delta beside the main metric. The sections below have every run.",
+        "",
+        "| task | budget | metric | seeds | baseline | LBE | LBE - baseline [95%] | auto - baseline [95%] | paper "
+        "| what the LBE interval allows |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *rows,
+        "",
+    ]
 
 
 def _mean_record(records: list[dict]) -> dict:
@@ -326,6 +380,10 @@ def write_reports(
         "accuracy, CoLA Matthews correlation), in points. The paper's Table 4 (BERT-base) reports LBE minus baseline "
         "of -0.08 (RTE), +0.55 (MRPC) and +1.07 (CoLA) points, with standard errors of 0.7-1.5 points.",
         "",
+    ]
+    budget = read_records(results)
+    header += summary_table(budget)
+    header += [
         "## The campaign's runs",
         "",
         "Each section is one task at one budget (its heading); the queue runs the full training sets for 3 epochs "
@@ -336,7 +394,6 @@ def write_reports(
         "machine whose load average each run records.",
         "",
     ]
-    budget = read_records(results)
     body = (
         results_sections(budget)
         if budget
