@@ -277,4 +277,9 @@ def test_campaign_queue_tries_the_fallback_budget_and_drops_a_task_that_never_le
     ]
     assert [line for line in lines if line in per_task] == per_task
     assert "glue.py --jobs 1 --tasks mrpc --lr 3e-5 --seeds 1 2 3 --task_epochs cola=6 --task_lr cola=1e-4" in lines
+    # Seeds 4 and 5 task by task, shortest runs first, only for the tasks whose baseline learns.
+    more = [line for line in lines if "--seeds 4 5" in line]
+    assert more == [
+        f"glue.py --jobs 1 --tasks {t} --seeds 4 5 --task_epochs cola=6 --task_lr cola=1e-4" for t in ("cola", "mrpc")
+    ]
     assert lines[-1] == "glue.py --report" and not any("--tasks rte mrpc" in line for line in lines)
