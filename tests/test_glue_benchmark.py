@@ -283,3 +283,22 @@ def test_campaign_queue_tries_the_fallback_budget_and_drops_a_task_that_never_le
         f"glue.py --jobs 1 --tasks {t} --seeds 4 5 --task_epochs cola=6 --task_lr cola=1e-4" for t in ("cola", "mrpc")
     ]
     assert lines[-1] == "glue.py --report" and not any("--tasks rte mrpc" in line for line in lines)
+
+
+def test_lr_table_pairs_each_arm_by_seed_across_learning_rates(tmp_path):
+    fast, slow = _args(tmp_path, "--tasks", "rte"), _args(tmp_path, "--tasks", "rte", "--lr", "3e-5")
+    records = [_record(slow, "rte", "lbe", 0.2, 0.05, 0, "select", 70.0)]  # selection runs stay out of the table
+    for seed, (base_slow, base_fast, lbe_slow, lbe_fast) in {1: (60, 62, 61, 61), 2: (58, 61, 60, 63)}.items():
+        records += [
+            _record(slow, "rte", "baseline", None, 0.0, seed, "compare", base_slow),
+            _record(fast, "rte", "baseline", None, 0.0, seed, "compare", base_fast),
+            _record(slow, "rte", "lbe", 0.2, 0.05, seed, "compare", lbe_slow),
+            _record(fast, "rte", "lbe", 0.5, 0.005, seed, "compare", lbe_fast),  # each lr's own grid choice
+        ]
+    records.append(_record(fast, "rte", "baseline", None, 0.0, 3, "compare", 90.0))  # no 3e-5 partner: unpaired
+    rows = [line for line in REPORT.lr_table(records) if line.startswith("| RTE |")]
+    assert len(rows) == 2
+    assert "| baseline | accuracy | 2 | 3e-05: 59.0 | 5e-05: 61.5 | +2.5 [-3.9, +8.9] | +2.0, +3.0 |" in rows[0]
+    assert rows[1].startswith("| RTE | 3 epochs | LBE (each lr's grid choice) |") and "| +0.0, +3.0 |" in rows[1]
+    # One lr only: no table.
+    assert REPORT.lr_table([r for r in records if r["lr"] == 5e-5]) == []

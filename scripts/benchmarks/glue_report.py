@@ -24,6 +24,8 @@ os.environ.setdefault("LBE_DATA_DIR", str(Path(__file__).resolve().parents[3] / 
 PAPER_DELTAS = {"rte": -0.08, "mrpc": 0.55, "cola": 1.07}
 METRICS = {"rte": ("accuracy",), "mrpc": ("f1", "accuracy"), "cola": ("matthews_correlation",)}
 MAIN_METRIC = {"rte": "accuracy", "mrpc": "accuracy", "cola": "matthews_correlation"}
+ARM_ORDER = {"baseline": 0, "lbe": 1, "auto": 2}
+LR_ARM_NAMES = {"baseline": "baseline", "lbe": "LBE (each lr's grid choice)", "auto": 'alpha="auto"'}
 # A baseline whose main metric is not this many points above the best constant predictor has not learned the task.
 LEARN_MARGIN = 1.0
 
@@ -179,7 +181,7 @@ def setting_section(setting: tuple, runs: list[dict], chosen: dict | None) -> li
             "",
         ]
     arms: dict[str, list[dict]] = defaultdict(list)
-    for r in compare:
+    for r in sorted(compare, key=lambda r: ARM_ORDER.get(r["arm"], len(ARM_ORDER))):
         arms[arm_label(r)].append(r)
     if not arms:
         return lines + ["No comparison runs finished yet.", ""]
@@ -321,6 +323,50 @@ def summary_table(records: list[dict]) -> list[str]:
     ]
 
 
+def lr_table(records: list[dict]) -> list[str]:
+    """Where a task ran at more than one lr (same budget otherwise): per arm and metric, the mean at each lr and the
+    paired difference by seed (each other lr minus the first lr in sorted order). The LBE arm at each lr is that lr's
+    own grid choice, so its row compares the method as a user would tune it, not one fixed point."""
+    groups: dict[tuple, dict[float, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        if r.get("role", "compare") == "compare":
+            task, budget, lr, batch, device = setting_key(r)
+            groups[(task, budget, batch, device)][lr].append(r)
+    rows = []
+    for (task, budget, _, _), by_lr in groups.items():
+        if len(by_lr) < 2:
+            continue
+        lrs = sorted(by_lr)
+        for arm in sorted({r["arm"] for rs in by_lr.values() for r in rs}, key=lambda a: ARM_ORDER.get(a, 9)):
+            for key in METRICS[task]:
+                runs = {lr: {r["seed"]: points(r, key) for r in by_lr[lr] if r["arm"] == arm} for lr in lrs}
+                for lr in lrs[1:]:
+                    seeds, diffs, stats = paired_differences(runs[lr], runs[lrs[0]])
+                    if not seeds:
+                        continue
+                    means = [f"{x:g}: {np.mean([runs[x][s] for s in seeds]):.1f}" for x in (lrs[0], lr)]
+                    rows.append(
+                        f"| {task.upper()} | {budget} | {LR_ARM_NAMES.get(arm, arm)} | {key} | {len(seeds)} | "
+                        f"{means[0]} | {means[1]} | "
+                        f"{_fmt(stats['mean'], sign=True)} {_interval(stats, sign=True)} | "
+                        f"{', '.join(f'{d:+.1f}' for d in diffs)} |"
+                    )
+    if not rows:
+        return []
+    return [
+        "## Learning-rate sensitivity",
+        "",
+        "The same task and budget at two learning rates, each arm paired by seed across them (same head "
+        "initialisation, data order and dropout); the LBE arm is each lr's own grid choice.",
+        "",
+        "| task | budget | arm | metric | seeds | smaller lr: mean | larger lr: mean | larger minus smaller [95%] "
+        "| per seed |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *rows,
+        "",
+    ]
+
+
 def _mean_record(records: list[dict]) -> dict:
     """A pseudo-record with the mean metrics of `records` (for the majority-class test of an arm)."""
     keys = records[0]["metrics"]
@@ -382,7 +428,7 @@ def write_reports(
         "",
     ]
     budget = read_records(results)
-    header += summary_table(budget)
+    header += summary_table(budget) + lr_table(budget)
     header += [
         "## The campaign's runs",
         "",
