@@ -181,8 +181,9 @@ def setting_section(setting: tuple, runs: list[dict], chosen: dict | None) -> li
             "",
         ]
     arms: dict[str, list[dict]] = defaultdict(list)
-    for r in sorted(compare, key=lambda r: ARM_ORDER.get(r["arm"], len(ARM_ORDER))):
-        arms[arm_label(r)].append(r)
+    for arm_runs in grouped(compare, lambda r: r["arm"]).values():
+        for r in arm_runs:
+            arms[arm_label(r)].append(r)
     if not arms:
         return lines + ["No comparison runs finished yet.", ""]
     constant = {k: 100 * compare[0]["constant_scores"][k] for k in METRICS[task]}
@@ -280,17 +281,10 @@ def paired(task: str, arm_runs: list[dict], ref_runs: list[dict], key: str) -> d
 def summary_table(records: list[dict]) -> list[str]:
     """One row per task, budget and metric: the chosen LBE point and alpha="auto", each minus the baseline over the
     paired seeds, beside the paper's Table 4 delta (set beside the main metric only)."""
-    order = {t: i for i, t in enumerate(METRICS)}
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in records:
-        if r.get("role", "compare") == "compare":
-            groups[setting_key(r)].append(r)
     rows = []
-    for setting in sorted(groups, key=lambda s: order.get(s[0], len(order))):
+    for setting, runs in grouped(_compare_runs(records), setting_key).items():
         task, budget, lr = setting[:3]
-        by_arm: dict[str, list[dict]] = defaultdict(list)
-        for r in groups[setting]:
-            by_arm[r["arm"]].append(r)
+        by_arm = grouped(runs, lambda r: r["arm"])
         if "baseline" not in by_arm or "lbe" not in by_arm:
             continue
         lbe = sorted({(r["alpha"], r["beta"]) for r in by_arm["lbe"]}, key=str)
@@ -327,17 +321,14 @@ def lr_table(records: list[dict]) -> list[str]:
     """Where a task ran at more than one lr (same budget otherwise): per arm and metric, the mean at each lr and the
     paired difference by seed (each other lr minus the first lr in sorted order). The LBE arm at each lr is that lr's
     own grid choice, so its row compares the method as a user would tune it, not one fixed point."""
-    groups: dict[tuple, dict[float, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for r in records:
-        if r.get("role", "compare") == "compare":
-            task, budget, lr, batch, device = setting_key(r)
-            groups[(task, budget, batch, device)][lr].append(r)
     rows = []
-    for (task, budget, _, _), by_lr in groups.items():
+    # Settings without their lr (task, budget, batch, device), then the runs of each lr.
+    for (task, budget, _, _), runs in grouped(_compare_runs(records), lambda r: _without(setting_key(r), 2)).items():
+        by_lr = grouped(runs, lambda r: r["lr"])
         if len(by_lr) < 2:
             continue
         lrs = sorted(by_lr)
-        for arm in sorted({r["arm"] for rs in by_lr.values() for r in rs}, key=lambda a: ARM_ORDER.get(a, 9)):
+        for arm in grouped(runs, lambda r: r["arm"]):
             for key in METRICS[task]:
                 runs = {lr: {r["seed"]: points(r, key) for r in by_lr[lr] if r["arm"] == arm} for lr in lrs}
                 for lr in lrs[1:]:
@@ -367,6 +358,28 @@ def lr_table(records: list[dict]) -> list[str]:
     ]
 
 
+def grouped(records: list[dict], key) -> dict:
+    """`records` grouped by `key(record)`, groups in task order (RTE, MRPC, CoLA) where the key starts with the task,
+    arms in `ARM_ORDER` where it is an arm, else in order of first appearance."""
+
+    def rank(k):
+        head = k[0] if isinstance(k, tuple) else k
+        return list(METRICS).index(head) if head in METRICS else ARM_ORDER.get(head, len(ARM_ORDER))
+
+    groups: dict = defaultdict(list)
+    for r in records:
+        groups[key(r)].append(r)
+    return {k: groups[k] for k in sorted(groups, key=rank)}
+
+
+def _compare_runs(records: list[dict]) -> list[dict]:
+    return [r for r in records if r.get("role", "compare") == "compare"]
+
+
+def _without(values: tuple, index: int) -> tuple:
+    return values[:index] + values[index + 1 :]
+
+
 def _mean_record(records: list[dict]) -> dict:
     """A pseudo-record with the mean metrics of `records` (for the majority-class test of an arm)."""
     keys = records[0]["metrics"]
@@ -388,14 +401,10 @@ def commands_block(records: list[dict]) -> list[str]:
 
 def results_sections(records: list[dict]) -> list[str]:
     """One section per task and budget (in task order RTE, MRPC, CoLA, then budget order as run)."""
-    order = {t: i for i, t in enumerate(METRICS)}
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in records:
-        groups[setting_key(r)].append(r)
     chosen = selection(records)
     lines: list[str] = []
-    for setting in sorted(groups, key=lambda s: order.get(s[0], len(order))):
-        lines += setting_section(setting, groups[setting], chosen.get(setting))
+    for setting, runs in grouped(records, setting_key).items():
+        lines += setting_section(setting, runs, chosen.get(setting))
     return lines
 
 
