@@ -6,8 +6,13 @@ import torch
 
 
 def entropy_targets(alphas: torch.Tensor, alpha_min: float) -> torch.Tensor:
-    """max(alpha_min, |alpha_l|) per layer. Below alpha_min the target is clamped and alpha gets no gradient."""
-    return alphas.abs().clamp(min=alpha_min)
+    """max(alpha_min, |alpha_l|) per layer, with `torch.maximum` as in the authors' code.
+
+    Below alpha_min the target is alpha_min and alpha gets no gradient; at the tie (alpha == alpha_min, the start of
+    any run whose alpha equals alpha_min) `torch.maximum` passes half the gradient to alpha, so it can leave the tie.
+    A clamp would pass none there and freeze the target at alpha_min for the whole run.
+    """
+    return torch.maximum(alphas.abs(), alphas.new_tensor(alpha_min))
 
 
 def lbe_loss(entropies: torch.Tensor, alphas: torch.Tensor, alpha_min: float, beta: float) -> torch.Tensor:

@@ -302,3 +302,15 @@ def test_lr_table_pairs_each_arm_by_seed_across_learning_rates(tmp_path):
     assert rows[1].startswith("| RTE | 3 epochs | LBE (each lr's grid choice) |") and "| +0.0, +3.0 |" in rows[1]
     # One lr only: no table.
     assert REPORT.lr_table([r for r in records if r["lr"] == 5e-5]) == []
+
+
+def test_runs_whose_alphas_never_moved_are_labelled_fixed(tmp_path):
+    args = _args(tmp_path, "--tasks", "rte")
+    frozen = dict(_record(args, "rte", "lbe", 0.2, 0.05, 1, "compare", 60.0), final_alphas=[0.2] * 6)
+    learned = dict(_record(args, "rte", "lbe", 0.2, 0.05, 2, "compare", 60.0), final_alphas=[0.2] * 5 + [0.21])
+    assert REPORT.frozen_targets(frozen) and not REPORT.frozen_targets(learned)
+    assert REPORT.arm_label(frozen) == "LBE (alpha 0.2 fixed, beta 0.05)"
+    assert REPORT.arm_label(learned) == "LBE (alpha 0.2, beta 0.05)"
+    baseline = [dict(_record(args, "rte", "baseline", None, 0.0, s, "compare", 58.0), final_alphas=None) for s in (1,)]
+    rows = [line for line in REPORT.summary_table([frozen, *baseline]) if line.startswith("| RTE")]
+    assert rows and "(alpha 0.2 fixed, beta 0.05)" in rows[0]

@@ -64,10 +64,21 @@ def learned(record: dict, margin: float = LEARN_MARGIN) -> bool:
     return points(record, key) > 100.0 * record["constant_scores"][key] + margin
 
 
+def frozen_targets(record: dict) -> bool:
+    """Whether an LBE run's alphas ended exactly where they started (alpha == alpha_min under the old clamp, which
+    passed no gradient at the tie): its targets were fixed, not learned."""
+    alphas = record.get("final_alphas")
+    return record["arm"] == "lbe" and bool(alphas) and all(a == float(record["alpha"]) for a in alphas)
+
+
+def _point(alpha, beta, frozen: bool) -> str:
+    return f"alpha {alpha}{' fixed' if frozen else ''}, beta {beta}"
+
+
 def arm_label(record: dict) -> str:
     if record["arm"] == "baseline":
         return "baseline (beta 0)"
-    return f"LBE (alpha {record['alpha']}, beta {record['beta']})"
+    return f"LBE ({_point(record['alpha'], record['beta'], frozen_targets(record))})"
 
 
 def setting_key(record: dict) -> tuple:
@@ -287,14 +298,14 @@ def summary_table(records: list[dict]) -> list[str]:
         by_arm = grouped(runs, lambda r: r["arm"])
         if "baseline" not in by_arm or "lbe" not in by_arm:
             continue
-        lbe = sorted({(r["alpha"], r["beta"]) for r in by_arm["lbe"]}, key=str)
+        lbe = sorted({(r["alpha"], r["beta"], frozen_targets(r)) for r in by_arm["lbe"]}, key=str)
         for key in METRICS[task]:
             p = paired(task, by_arm["lbe"], by_arm["baseline"], key)
             auto = paired(task, by_arm["auto"], by_arm["baseline"], key) if by_arm.get("auto") else None
             auto_text = (
                 f"{_fmt(auto['stats']['mean'], sign=True)} {_interval(auto['stats'], sign=True)}" if auto else "-"
             )
-            point = "; ".join(f"alpha {a}, beta {b}" for a, b in lbe)
+            point = "; ".join(_point(a, b, frozen) for a, b, frozen in lbe)
             rows.append(
                 f"| {task.upper()} | {budget}, lr {lr:g} | {key} | {len(p['seeds'])} | {_fmt(p['means'][1])} | "
                 f"{_fmt(p['means'][0])} ({point}) | {_fmt(p['stats']['mean'], sign=True)} "
@@ -307,7 +318,11 @@ def summary_table(records: list[dict]) -> list[str]:
         "",
         "Per task and budget, over the seeds both arms ran: the baseline's mean, the chosen LBE point's mean, LBE "
         'minus baseline and alpha="auto" minus baseline (mean and 95% t-interval of the paired differences, '
-        "points), and the paper's BERT-base delta beside the main metric. The sections below have every run.",
+        "points), and the paper's BERT-base delta beside the main metric. The sections below have every run. "
+        '"alpha 0.2 fixed": those runs started at alpha = alpha_min = 0.2 with a version of lbe_hf whose target '
+        "max(alpha_min, |alpha|) passed no gradient at that tie, so their alphas never moved (each record's "
+        "final alphas equal 0.2): they measure LBE with a fixed target of 0.2, not with learned targets. lbe_hf now "
+        "passes half the gradient at the tie, as `torch.maximum` in the authors' code.",
         "",
         "| task | budget | metric | seeds | baseline | LBE | LBE - baseline [95%] | auto - baseline [95%] | paper "
         "| what the LBE interval allows |",
