@@ -68,6 +68,20 @@ def is_complete_checkpoint(folder: str | os.PathLike) -> bool:
     return _reads_as_json(os.path.join(folder, TRAINER_STATE_FILE))
 
 
+def is_saved_model(folder: str | os.PathLike) -> bool:
+    """Whether `folder` is what `save_model` writes (a model and its LBE files) rather than a Trainer checkpoint."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder) or _CHECKPOINT_RE.match(os.path.basename(os.path.normpath(folder))):
+        return False
+    names = set(os.listdir(folder))
+    # A half-written checkpoint also lacks trainer_state.json, but has optimizer/scheduler/RNG files.
+    if names & {TRAINER_STATE_FILE, COMPLETE_MARKER, "optimizer.pt", "scheduler.pt"}:
+        return False
+    if any(name.startswith("rng_state") for name in names):
+        return False
+    return bool(names & {ALPHAS_NAME, "config.json"})
+
+
 def get_last_complete_checkpoint(folder: str | os.PathLike) -> str | None:
     """The highest-numbered complete `checkpoint-N` in `folder`, or None.
 

@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from .alphas import ALPHAS_ATTRIBUTE, ALPHAS_NAME, LBEAlphas, copy_into, is_fully_sharded, plain_tensor
@@ -53,6 +54,42 @@ def _decoder_modules(model: nn.Module, names: list[str]) -> set[str]:
     inside = {id(m) for m in decoder.modules()} if isinstance(decoder, nn.Module) else set()
     modules = dict(model.named_modules())
     return {n for n in names if id(modules[n]) in inside}
+
+
+def read_alphas(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The tensors and module names of an `lbe_alphas.safetensors` file; a damaged file is an error naming it."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+            state = {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise ValueError(
+            f"{path} could not be read ({err}): the file is damaged or was cut short. Restore it, or delete it to "
+            "start from fresh alphas (a Trainer checkpoint: resume from an earlier complete one)."
+        ) from err
+    if "alpha" not in state:
+        raise ValueError(f"{path} holds no 'alpha' tensor (keys: {sorted(state)}); it was not written by lbe_hf.")
+    names = metadata.get("modules", "")
+    return state, names.split(",") if names else []
+
+
+def _saved_alphas_file(name_or_path: str) -> str | None:
+    """`lbe_alphas.safetensors` beside a model's weights: a local folder, or a Hub repo (None when it has none)."""
+    if os.path.isdir(name_or_path):
+        path = os.path.join(name_or_path, ALPHAS_NAME)
+        return path if os.path.isfile(path) else None
+    from transformers.utils import cached_file
+
+    try:
+        return cached_file(
+            name_or_path,
+            ALPHAS_NAME,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+            _raise_exceptions_for_gated_repo=False,
+        )
+    except (OSError, ValueError):  # not a repo id, or offline without a cached copy
+        return None
 
 
 def _loss_of(output):
@@ -110,9 +147,11 @@ class LBERegularizer:
             init = self.config.alpha_min if self.config.alpha == AUTO else self.config.alpha
             self.alphas_module = LBEAlphas(len(self.module_names), init).to(device)
             model.add_module(ALPHAS_ATTRIBUTE, self.alphas_module)
+        fresh = self.alphas_module is not existing
         # Reused alphas (a second regularizer on the same model) are already initialised: nothing to measure.
-        fresh = self.config.alpha == AUTO and self.alphas_module is not existing
-        self.auto_alpha = AutoAlphaInit(model, self.config.constant) if fresh else None
+        self.auto_alpha = AutoAlphaInit(model, self.config.constant) if fresh and self.config.alpha == AUTO else None
+        if fresh:
+            self._continue_from_saved(model)
         self._root_handle = model.register_forward_hook(self._on_forward, with_kwargs=True)
         self.pending: list[torch.Tensor] = []
         self.layer_names: list[str] = []
@@ -172,8 +211,31 @@ class LBERegularizer:
         path = os.path.join(directory, ALPHAS_NAME)
         if not os.path.isfile(path):
             return False
-        self.load_state_dict(load_file(path))
+        self.load_state_dict(read_alphas(path)[0])
         return True
+
+    def _continue_from_saved(self, model: nn.Module) -> None:
+        """Fresh alphas of a model loaded with `from_pretrained(folder)`: take the ones `save_pretrained` left there.
+
+        A model saved by `LBETrainer.save_model` (or pushed) carries its learned alphas beside the weights; without
+        this, continuing from disk would restart them from `config.alpha` while continuing in memory keeps them.
+        """
+        source = getattr(getattr(unwrap_model(model), "config", None), "_name_or_path", None)
+        path = _saved_alphas_file(source) if source else None
+        if path is None:
+            return
+        state, saved_names = read_alphas(path)
+        if saved_names != self.module_names:
+            missing = [n for n in self.module_names if n not in saved_names][:3]
+            extra = [n for n in saved_names if n not in self.module_names][:3]
+            logger.warning(
+                f"{path} holds alphas for {len(saved_names)} modules that differ from the {self.num_layers} this run "
+                f"regularizes (not saved: {missing}, saved but not regularized now: {extra}): the alphas start "
+                f"from alpha={self.config.alpha} instead. Pass the saved run's target_modules to continue with them."
+            )
+            return
+        self.load_state_dict(state)
+        logger.info(f"LBE: continuing with the {self.num_layers} alphas saved in {path}.")
 
     # ---- the training forward ----------------------------------------------------------------------------
 
