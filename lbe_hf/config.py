@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -122,6 +123,18 @@ class BatchEntropyConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
                 raise ValueError(f"{name} must be a finite number, got {value!r}.")
+        if self.alpha != AUTO and self.alpha <= 0:
+            raise ValueError(
+                f"alpha must be > 0, got {self.alpha}: the entropy target is max(alpha_min, |alpha|), so it would "
+                f"act as {max(self.alpha_min, abs(self.alpha))}. Pass that value (or 'auto') instead."
+            )
+        if self.alpha != AUTO and self.alpha < self.alpha_min:
+            warnings.warn(
+                f"alpha={self.alpha} is below alpha_min={self.alpha_min}: every target starts at alpha_min and the "
+                "alphas get no gradient there, so they stay frozen for the whole run. Use alpha >= alpha_min for "
+                "learnable targets.",
+                stacklevel=3,
+            )
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0 (0 turns LBE off), got {self.beta}.")
         if self.alpha_min <= 0:
@@ -164,13 +177,31 @@ class BatchEntropyConfig:
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> BatchEntropyConfig:
-        """Read `lbe_config.json` from a folder (plain JSON: nothing is executed)."""
-        with open(os.path.join(directory, CONFIG_NAME), encoding="utf-8") as f:
-            values = json.load(f)
+        """Read `lbe_config.json` from a folder (plain JSON: nothing is executed).
+
+        Raises:
+            ValueError: the file is not valid JSON or not a config of this version (names the file).
+        """
+        path = os.path.join(directory, CONFIG_NAME)
+        with open(path, encoding="utf-8") as f:
+            try:
+                values = json.load(f)
+            except json.JSONDecodeError as err:
+                raise ValueError(
+                    f"{path} is not valid JSON ({err}): the file is damaged or was cut short. Restore it from another "
+                    "copy, or delete it (and lbe_alphas.safetensors beside it) to start from fresh alphas."
+                ) from err
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} holds {type(values).__name__}, not a JSON object of BatchEntropyConfig fields.")
+        return cls.from_dict(values, source=path)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "lbe_config") -> BatchEntropyConfig:
+        """`BatchEntropyConfig(**values)` that names unknown keys (and `source`) instead of a bare TypeError."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"{CONFIG_NAME} in {directory} has unknown fields {unknown}; known: {sorted(known)}.")
+            raise ValueError(f"{source} has unknown fields {unknown}; known: {sorted(known)}.")
         return cls(**values)
 
 

@@ -17,6 +17,8 @@ from lbe_hf import BatchEntropyConfig, LBEArguments
         ({"on_nonfinite": "ignore"}, "on_nonfinite must be"),
         ({"target_modules": []}, "non-empty list"),
         ({"target_modules": 3}, "regex string"),
+        ({"alpha": 0}, r"alpha must be > 0, got 0: .* act as 0.2"),
+        ({"alpha": -1.0}, r"alpha must be > 0, got -1.0: .* act as 1.0"),
     ],
 )
 def test_invalid_values_say_what_to_change(kwargs, message):
@@ -71,3 +73,16 @@ def test_every_config_field_has_a_flag():
 
     flags = {f.name for f in dataclasses.fields(LBEArguments)}
     assert {f"lbe_{f.name}" for f in dataclasses.fields(BatchEntropyConfig)} <= flags
+
+
+def test_alpha_below_alpha_min_warns_that_the_targets_are_frozen():
+    with pytest.warns(UserWarning, match="below alpha_min=0.2: .* stay frozen"):
+        BatchEntropyConfig(alpha=0.1)
+
+
+def test_damaged_config_file_is_an_error_naming_it(tmp_path):
+    BatchEntropyConfig().save_pretrained(tmp_path)
+    path = tmp_path / "lbe_config.json"
+    path.write_text(path.read_text()[:20])
+    with pytest.raises(ValueError, match=rf"{path} is not valid JSON .* cut short"):
+        BatchEntropyConfig.from_pretrained(tmp_path)
