@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import weakref
@@ -20,7 +21,13 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from .alphas import ALPHAS_ATTRIBUTE, ALPHAS_NAME
 from .card import lbe_card_section
-from .checkpoint import get_last_complete_checkpoint, is_complete_checkpoint, mark_complete, unmark
+from .checkpoint import (
+    get_last_complete_checkpoint,
+    is_complete_checkpoint,
+    is_saved_model,
+    mark_complete,
+    unmark,
+)
 from .collect import unwrap_model
 from .config import BatchEntropyConfig
 from .regularizer import LBERegularizer
@@ -28,6 +35,21 @@ from .regularizer import LBERegularizer
 logger = logging.getLogger(__name__)
 
 TAGS = ["lbe", "lbe_hf", "batch-entropy"]
+
+
+LBE_PREFIX = "lbe_"  # hyperparameter-search keys that configure LBE, as the scripts' --lbe_* flags
+
+
+def _as_config(lbe_config: BatchEntropyConfig | dict | None) -> BatchEntropyConfig:
+    if lbe_config is None:
+        return BatchEntropyConfig()
+    if isinstance(lbe_config, dict):
+        return BatchEntropyConfig.from_dict(lbe_config, source="lbe_config")
+    if not isinstance(lbe_config, BatchEntropyConfig):
+        raise TypeError(
+            f"lbe_config must be a BatchEntropyConfig or a dict of its fields, got {type(lbe_config).__name__}."
+        )
+    return lbe_config
 
 
 def _model_scales_loss_for_ga(model: nn.Module, accepts_loss_kwargs: bool) -> bool:
@@ -88,23 +110,20 @@ class LBEMixin:
         mark_checkpoints: bool = True,
         **kw,
     ):
-        self.lbe_config = lbe_config if lbe_config is not None else BatchEntropyConfig()
+        self._lbe_base_config = _as_config(lbe_config)
+        self.lbe_config = self._lbe_base_config
         self.fix_accumulation = fix_accumulation
         self.mark_checkpoints = mark_checkpoints
         self._lbe_nonfinite_losses = 0
         self._lbe_layer_history: list[tuple[int, list[float]]] = []
+        self.lbe: LBERegularizer | None = None
         super().__init__(*args, **kw)
-        if self.model is None or getattr(self, "model_init", None) is not None:
-            raise ValueError(
-                f"{type(self).__name__} needs `model=`: the LBE hooks and alphas are attached to it (model_init is "
-                "not supported)."
-            )
-        # After the trainer's own __init__ (which may load the model from a name or wrap it with PEFT), before
-        # train() builds the optimizer and wraps the model for DDP/FSDP/DeepSpeed.
-        self.lbe = LBERegularizer(self.model, self.lbe_config, fold_into_loss=False)
-        # Hooks go when the trainer is garbage-collected (or on `remove_lbe()`), not at the end of train():
-        # evaluate/predict/train() again keep working, and the hooks hold no tensor between steps.
-        self._lbe_finalizer = weakref.finalize(self, self.lbe.remove)
+        if self.model is None:
+            raise ValueError(f"{type(self).__name__} needs `model=` or `model_init=`: LBE is attached to the model.")
+        if self.lbe is None or self.lbe.model is not self.model:
+            # After the trainer's own __init__ (which may load the model from a name or wrap it with PEFT), before
+            # train() builds the optimizer and wraps the model for DDP/FSDP/DeepSpeed.
+            self._attach_lbe(self.model, self.lbe_config)
         if self.optimizer is not None and not any(
             p is self.lbe.alphas_module.alpha for group in self.optimizer.param_groups for p in group["params"]
         ):
@@ -141,6 +160,72 @@ class LBEMixin:
                     "batches. With DeepSpeed on CPU, create `accelerate.PartialState(backend='gloo')` first and pass "
                     "TrainingArguments(accelerator_config={'use_configured_state': True}) (docs/engines.md)."
                 )
+
+    def _attach_lbe(self, model: nn.Module, config: BatchEntropyConfig) -> None:
+        """Hooks and alphas on `model` (the trainer's, or a fresh one from `model_init` for each run or trial)."""
+        from .callbacks import EntropyCallback
+
+        if self.lbe is not None:  # a new model from model_init: the old one's hooks and history go
+            self._lbe_finalizer()
+            self._lbe_layer_history = []
+        self.lbe_config = config
+        self.lbe = LBERegularizer(model, config, fold_into_loss=False)
+        # Hooks go when the trainer is garbage-collected (or on `remove_lbe()`), not at the end of train():
+        # evaluate/predict/train() again keep working, and the hooks hold no tensor between steps.
+        self._lbe_finalizer = weakref.finalize(self, self.lbe.remove)
+        handler = getattr(self, "callback_handler", None)
+        for callback in handler.callbacks if handler is not None else []:
+            if isinstance(callback, EntropyCallback) and callback.attached:
+                callback.bind(lambda: self.entropy_history, self.lbe.layer_names)
+
+    def call_model_init(self, trial=None) -> nn.Module:
+        """`Trainer.call_model_init`, then LBE attached to the fresh model, with the trial's `lbe_*` values.
+
+        A hyperparameter search's space may hold any `BatchEntropyConfig` field prefixed `lbe_` (`lbe_alpha`,
+        `lbe_beta`, `lbe_alpha_min`, ...) next to `TrainingArguments` fields; each trial trains with its own.
+        """
+        model = super().call_model_init(trial)
+        if not hasattr(self, "_lbe_base_config"):  # Trainer.__init__ of a subclass that set no config yet
+            return model
+        params = self._lbe_trial_params(trial)
+        self._attach_lbe(model, dataclasses.replace(self._lbe_base_config, **params))
+        if params:
+            logger.info(f"LBE trial settings: {params}")
+        return model
+
+    def _lbe_trial_params(self, trial) -> dict[str, Any]:
+        if trial is None:
+            return {}
+        # Optuna gives a trial the same value each time a name is suggested again.
+        space = trial if isinstance(trial, dict) else getattr(self, "_lbe_user_space", self.hp_space)(trial)
+        fields = {f.name for f in dataclasses.fields(BatchEntropyConfig)}
+        params = {}
+        for key, value in space.items():
+            if key.startswith(LBE_PREFIX):
+                name = key[len(LBE_PREFIX) :]
+                if name not in fields:
+                    raise ValueError(
+                        f"hyperparameter {key!r}: BatchEntropyConfig has no field {name!r}; searchable LBE keys "
+                        f"are {sorted(LBE_PREFIX + f for f in fields)}."
+                    )
+                params[name] = value
+        return params
+
+    def hyperparameter_search(self, hp_space=None, *args: Any, **kwargs: Any):
+        """`Trainer.hyperparameter_search` (needs `model_init`); `hp_space` may also return `lbe_alpha`, `lbe_beta`...
+
+        The `lbe_*` keys configure each trial's LBE (see `call_model_init`) and are kept away from
+        `TrainingArguments`, which has no such fields.
+        """
+        if hp_space is not None:
+            user_space = hp_space
+
+            def hp_space(trial):
+                values = user_space(trial)
+                return {key: value for key, value in values.items() if not key.startswith(LBE_PREFIX)}
+
+            self._lbe_user_space = user_space
+        return super().hyperparameter_search(hp_space, *args, **kwargs)
 
     def _check_lbe_args(self) -> None:
         if self.args.per_device_train_batch_size < 2 and self.lbe_config.entropy_mode == "flatten":
@@ -315,6 +400,13 @@ class LBEMixin:
         """`Trainer.train`; `resume_from_checkpoint=True` picks the last COMPLETE checkpoint of `output_dir`."""
         if not self.lbe.collector.hooked:
             raise RuntimeError("remove_lbe() was called on this LBETrainer: create a new one to train with LBE.")
+        if isinstance(resume_from_checkpoint, (str, os.PathLike)) and is_saved_model(resume_from_checkpoint):
+            raise ValueError(
+                f"{resume_from_checkpoint} is a saved model (save_model / push_to_hub output), not a Trainer "
+                "checkpoint: it has no optimizer, scheduler or trainer state to resume. To continue training from "
+                f"it, load it with from_pretrained({str(resume_from_checkpoint)!r}) and pass that as model= to a new "
+                "trainer (its saved LBE alphas are picked up), or resume from one of its run's checkpoint-N folders."
+            )
         if not self.mark_checkpoints:
             return super().train(resume_from_checkpoint, *args, **kwargs)
         if resume_from_checkpoint is True:
@@ -367,10 +459,3 @@ class LBETrainer(LBEMixin, Trainer):
     Everything else is `Trainer`'s: pass `lbe_config=BatchEntropyConfig(...)` besides the usual arguments. See
     `LBEMixin` for what is regularized, logged and saved.
     """
-
-    def __init__(self, model: nn.Module | None = None, args=None, *positional, **kwargs):
-        if model is None:
-            raise ValueError(
-                "LBETrainer needs `model=`: the LBE hooks and alphas are attached to it (model_init is not supported)."
-            )
-        super().__init__(model, args, *positional, **kwargs)

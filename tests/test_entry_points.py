@@ -120,9 +120,10 @@ def _run_vision(words: list[str], tmp_path: Path, capsys) -> None:
 def _diagnose(words: list[str], tmp_path: Path, capsys) -> None:
     from lbe_hf.cli.main import main
 
-    assert main(words[1:]) == 1  # PyTorch-init depth 50 is collapsed
+    assert main(words[1:]) == 1  # PyTorch-init depth 50 is collapsed, on random inputs without a data folder
     out = capsys.readouterr().out
     assert "COLLAPSED" in out and f"plot: {tmp_path / 'lbe_diagnose' / 'diagnose.png'}" in out
+    assert "no real data: measured on random inputs" in out and "--data" in out
 
 
 def _install_and_demo(words: list[str], tmp_path: Path, capsys) -> None:
@@ -171,7 +172,9 @@ def test_readme_command(pattern, runner, tmp_path, capsys, monkeypatch):
     commands = [c for c in readme_commands() if re.search(pattern, c)]
     assert len(commands) == 1, f"the README no longer has a command matching {pattern!r}"
     monkeypatch.chdir(tmp_path)  # relative outputs (runs/, lbe_diagnose/) go here, not into the checkout
-    runner(_argv(commands[0]), tmp_path, capsys)
+    words = _argv(commands[0])  # the README's data paths filled in; then the environment of a fresh install
+    monkeypatch.delenv("LBE_DATA_DIR", raising=False)
+    runner(words, tmp_path, capsys)
 
 
 # ---- missing pieces say what to do ----------------------------------------------------------------------------
@@ -245,3 +248,28 @@ def test_demo_timing_records_commands_without_install_paths(monkeypatch, tmp_pat
     words = ["/opt/venv/bin/python", str(tmp_path / "scripts" / "bench.py"), "--out", "/data/x.json", "relative/y"]
     cleaned = [demo_timing._without_location(w) for w in words]
     assert cleaned == ["python", "scripts/bench.py", "--out", "x.json", "relative/y"]
+
+
+def test_readme_hyperparameter_search_example(tmp_path, monkeypatch):
+    """The README's alpha/beta grid search on MiniLM/RTE, shortened (16 rows, 2 steps a trial), in a scratch folder."""
+    pytest.importorskip("optuna")
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    block = next(b for b in blocks if "hyperparameter_search" in b)
+    short = {
+        "../shared/data": str(DATA),
+        "num_train_epochs=3": "max_steps=2",
+        "data = data.map(": "data = type(data)({k: v.select(range(16)) for k, v in data.items()}).map(",
+        "per_device_train_batch_size=32": "per_device_train_batch_size=8",
+    }
+    for old, new in short.items():
+        assert old in block, f"the README example no longer has {old!r}"
+        block = block.replace(old, new)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LBE_DATA_DIR", raising=False)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    trainer, best = scope["trainer"], scope["best"]
+    assert set(best.hyperparameters) == {"lbe_alpha", "lbe_beta"}
+    assert best.hyperparameters["lbe_alpha"] in (0.2, 0.5) and best.hyperparameters["lbe_beta"] in (0.005, 0.05)
+    # The last trial ran with its own settings, not the default BatchEntropyConfig.
+    assert (trainer.lbe_config.alpha, trainer.lbe_config.beta) != (0.5, 0.5)

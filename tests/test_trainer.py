@@ -336,3 +336,67 @@ def test_joint_entropy_estimator_trains_through_lbetrainer(tmp_path):
     logs = [h for h in trainer.state.log_history if "lbe_loss" in h]
     assert len(logs) == 3 and all(h["lbe_loss"] > 0 for h in logs)
     assert (trainer.alphas - 1.5).abs().min() > 1e-4
+
+
+def test_continuing_from_a_saved_model_keeps_its_learned_alphas(tmp_path):
+    trainer = LBETrainer(model=tiny_bert(), args=training_args(tmp_path / "run"), train_dataset=make_token_dataset())
+    trainer.train()
+    learned = trainer.alphas
+    assert not torch.equal(learned, torch.full_like(learned, 0.5))
+    trainer.save_model(str(tmp_path / "model"))
+
+    loaded = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "model"))
+    again = LBETrainer(model=loaded, args=training_args(tmp_path / "run2"), train_dataset=make_token_dataset())
+    assert torch.equal(again.alphas, learned)
+    with pytest.raises(ValueError, match="is a saved model .* not a Trainer checkpoint: .* pass that as model="):
+        again.train(resume_from_checkpoint=str(tmp_path / "model"))
+
+
+def test_lbe_config_as_dict_or_wrong_type():
+    trainer = LBETrainer(model=tiny_bert(), args=training_args("unused"), lbe_config={"beta": 0.1})
+    assert trainer.lbe_config == BatchEntropyConfig(beta=0.1) and trainer.lbe.config.beta == 0.1
+    with pytest.raises(ValueError, match=r"lbe_config has unknown fields \['betta'\]"):
+        LBETrainer(model=tiny_bert(), args=training_args("unused"), lbe_config={"betta": 0.1})
+    with pytest.raises(TypeError, match="lbe_config must be a BatchEntropyConfig or a dict"):
+        LBETrainer(model=tiny_bert(), args=training_args("unused"), lbe_config=0.1)
+
+
+def test_hyperparameter_search_trains_each_trial_with_its_own_alpha_and_beta(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    from transformers import TrainerCallback
+
+    seen = []
+
+    class Record(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            seen.append({"start": model.lbe_alphas.alpha.tolist(), "lr": args.learning_rate})
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            seen[-1].update(config=trainer.lbe.config, end=model.lbe_alphas.alpha.tolist(), logs=state.log_history)
+
+    def hp_space(trial):
+        alpha = trial.suggest_categorical("lbe_alpha", [0.3, 0.9])
+        return {"lbe_alpha": alpha, "lbe_beta": 0.0 if alpha == 0.3 else 2.0, "learning_rate": 5e-3}
+
+    trainer = LBETrainer(
+        model_init=lambda: tiny_bert(),
+        args=training_args(tmp_path),
+        train_dataset=make_token_dataset(),
+        eval_dataset=make_token_dataset(n=8, seed=1),
+        callbacks=[Record()],
+    )
+    best = trainer.hyperparameter_search(
+        hp_space=hp_space,
+        backend="optuna",
+        n_trials=2,
+        sampler=optuna.samplers.GridSampler({"lbe_alpha": [0.3, 0.9]}),
+    )
+    assert best is not None
+    assert sorted((t["config"].alpha, t["config"].beta) for t in seen) == [(0.3, 0.0), (0.9, 2.0)]
+    for trial in seen:
+        alpha, beta = trial["config"].alpha, trial["config"].beta
+        assert trial["start"] == pytest.approx([alpha, alpha]) and trial["lr"] == 5e-3
+        logged = [h["lbe_loss"] for h in trial["logs"] if "lbe_loss" in h]
+        assert logged and (all(v == 0 for v in logged) if beta == 0 else all(v > 0 for v in logged))
+        # beta 0: the alphas get no gradient; beta 2: they train.
+        assert (trial["end"] == trial["start"]) == (beta == 0)
