@@ -214,3 +214,42 @@ def test_loss_surface_function_and_cli(tmp_path):
     assert main(argv + ["--steps", "4", "--output", str(out)]) == 0
     assert out.stat().st_size > 5000
     assert main(["loss-surface", "fnn:depth=3", "--data", "synthetic", "--output", str(out)]) == 2
+
+
+def test_saved_fnn_folder_without_a_data_folder_runs_on_random_inputs(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("LBE_DATA_DIR", raising=False)
+    torch.manual_seed(0)
+    FNNForImageClassification(FNNConfig(depth=50, init="torch")).save_pretrained(tmp_path / "fnn")
+    assert main(["diagnose", str(tmp_path / "fnn"), "--plot", ""]) == 1
+    out = capsys.readouterr().out
+    assert "no real data: measured on random inputs of shape 512x784" in out
+    # Table rows count layers from 1, as the plot's x axis; a collapsed layer's rank is flagged as noise.
+    rows = [line.split() for line in out.splitlines() if line.strip().split(" ")[0].isdigit()]
+    assert [int(r[0]) for r in rows] == list(range(1, 51)) and rows[0][1] == "layers.0.act"
+    assert all(r[4] == "noise" for r in rows if r[-1] == "COLLAPSED") and any(r[-1] == "COLLAPSED" for r in rows)
+    assert all(r[4] != "noise" for r in rows if r[-1] == "ok")
+
+
+def test_data_mnist_without_a_data_folder_names_the_flags(capsys, monkeypatch):
+    monkeypatch.delenv("LBE_DATA_DIR", raising=False)
+    assert main(["diagnose", "fnn:depth=3", "--data", "mnist", "--plot", ""]) == 2
+    err = capsys.readouterr().err
+    assert "--data path/to/mnist" in err and "LBE_DATA_DIR" in err and "--train_file" not in err
+
+
+def test_probe_that_does_not_learn_states_the_rule():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(200, 8, generator=g), torch.randint(0, 2, (200,), generator=g)  # labels unrelated to x
+    torch.manual_seed(0)
+    model = FNNForImageClassification(FNNConfig(input_dim=8, depth=2, width=8, num_labels=2))
+    d = diagnose(
+        model,
+        {"pixel_values": x[150:], "labels": y[150:]},
+        train={"pixel_values": x[:150], "labels": y[:150]},
+        probe_steps=3,
+        probe_lr=1e-4,
+    )
+    assert not d.probe["learned"]
+    text = " ".join(d.notes + d.reasons)
+    needed = 0.99 * d.probe["label_entropy"]
+    assert "is not 1% below the label entropy" in text and f"(the probe learns below {needed:.4f})" in text

@@ -141,6 +141,7 @@ def probe_training(
         "loss_before": before,
         "loss_after": after,
         "label_entropy": floor,
+        "margin": margin,
         "train_loss_first": train_losses[0] if train_losses else None,
         "train_loss_last": train_losses[-1] if train_losses else None,
         "learned": learned,
@@ -189,9 +190,10 @@ def diagnose(
         )
         before, after = min(spread), min(p["spread_after"])
         p["loses_information"] = not (after >= spread_threshold and after * SPREAD_DROP >= before)
+        needed = (1 - p["margin"]) * p["label_entropy"]
         not_learned = (
-            f"after {probe_steps} Adam steps (lr {probe_lr:g}) the held-out loss {p['loss_after']:.4f} is not below "
-            f"the label entropy {p['label_entropy']:.4f}"
+            f"after {probe_steps} Adam steps (lr {probe_lr:g}) the held-out loss {p['loss_after']:.4f} is not "
+            f"{p['margin']:.0%} below the label entropy {p['label_entropy']:.4f} (the probe learns below {needed:.4f})"
         )
         if not p["learned"] and p["loses_information"]:
             result.reasons.append(

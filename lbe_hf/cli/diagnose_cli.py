@@ -98,18 +98,28 @@ def _input_note(model: nn.Module, inputs: dict) -> str | None:
     kind = "token ids" if "input_ids" in inputs else "inputs"
     return (
         f"no real data: measured on random {kind} of shape {shape} and skipped the probe (it needs labels). "
-        "Pass --data (a JSON Lines file with text and 'label', or images) to measure real inputs and run the probe."
+        "Pass --data to measure real inputs and run the probe: a JSON Lines file with text and 'label', a folder "
+        "of MNIST idx files, 'digits', or 'mnist' (read from $LBE_DATA_DIR/mnist)."
     )
 
 
 def _print_report(result: Diagnosis, out=None) -> None:
     out = out or sys.stdout
     width = max(len(n) for n in result.names)
-    print(f"{'layer':<{width}}  {'entropy':>10}  {'rel.spread':>10}  {'eff.rank':>8}  status", file=out)
+    # '#' counts layers from 1, as the plot's x axis does.
+    print(f"{'#':>3}  {'layer':<{width}}  {'entropy':>10}  {'rel.spread':>10}  {'eff.rank':>8}  status", file=out)
     collapsed = set(result.collapsed_layers)
-    for name, h, s, r in zip(result.names, result.entropy, result.spread, result.effective_rank):
+    for i, (name, h, s, r) in enumerate(zip(result.names, result.entropy, result.spread, result.effective_rank), 1):
+        # A collapsed layer's rank is that of float rounding noise around one point: not a property of the layer.
+        rank = "noise" if name in collapsed else f"{r:.3g}"
         status = "COLLAPSED" if name in collapsed else "ok"
-        print(f"{name:<{width}}  {h:>10.3g}  {s:>10.3g}  {r:>8.3g}  {status}", file=out)
+        print(f"{i:>3}  {name:<{width}}  {h:>10.3g}  {s:>10.3g}  {rank:>8}  {status}", file=out)
+    if collapsed:
+        print(
+            "eff.rank 'noise': the layer's relative spread is below the collapse threshold, so its effective rank "
+            "only measures float rounding.",
+            file=out,
+        )
     if result.probe is not None:
         p = result.probe
         print(

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..models import FNNConfig, FNNForImageClassification
-from ..tasks.data import default_mnist_folder, digits_split, mnist_split
+from ..tasks.data import DATA_DIR_ENV, digits_split, local_mnist_folder, mnist_split
 
 FNN_INT_FIELDS = ("input_dim", "depth", "width", "num_labels")
 FNN_FIELDS = (*FNN_INT_FIELDS, "activation", "init")
@@ -71,15 +71,21 @@ def load_model(spec: str, data: str | None = None) -> nn.Module:
 def _image_data(model: nn.Module, data: str | None, standardize: bool = False) -> tuple[dict | None, dict | None]:
     input_dim = getattr(model.config, "input_dim", None)
     if data is None:
+        # Without --data: the local MNIST copy if there is one, else random inputs (the report says so).
         data = {784: "mnist", 64: "digits"}.get(input_dim, "synthetic")
-        if data == "mnist" and not default_mnist_folder().is_dir():
+        if data == "mnist" and local_mnist_folder() is None:
             data = "synthetic"
     if data == "synthetic":
         return None, None
     if data == "digits":
         train, test = digits_split(normalize=standardize)
     else:
-        folder = default_mnist_folder() if data == "mnist" else data
+        folder = local_mnist_folder() if data == "mnist" else data
+        if folder is None:
+            raise ValueError(
+                f"--data mnist: no MNIST files found ({DATA_DIR_ENV} is unset or has no mnist/ folder). Pass the "
+                "folder of MNIST idx files itself (--data path/to/mnist), set LBE_DATA_DIR, or use --data digits."
+            )
         if not os.path.isdir(folder):
             raise ValueError(f"--data {data!r}: not 'mnist', 'digits', 'synthetic', a JSON Lines file or a folder.")
         train, test = mnist_split(folder, normalize=standardize)

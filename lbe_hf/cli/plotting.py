@@ -124,7 +124,7 @@ def plot_layer_profile(
     ax = axes[0][0]
     ax.plot(layers, list(entropies), color="0.6", linewidth=0.8)
     ax.scatter(layers, list(entropies), c=colors, s=14, zorder=3)
-    ax.set_xlabel("layer")
+    ax.set_xlabel("layer (# in the diagnose table)")
     ax.set_ylabel("batch entropy (eq. 3)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -136,7 +136,7 @@ def plot_layer_profile(
         if threshold is not None:
             ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=0.8, label="collapse threshold")
             ax.legend(fontsize=8)
-        ax.set_xlabel("layer")
+        ax.set_xlabel("layer (# in the diagnose table)")
         ax.set_ylabel("std over batch / RMS")
         ax.set_title("relative spread (scale-free)", fontsize=10)
         ax.grid(alpha=0.3)

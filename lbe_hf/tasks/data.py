@@ -149,16 +149,27 @@ DATA_DIR_ENV = "LBE_DATA_DIR"
 def shared_data_dir() -> Path:
     """`$LBE_DATA_DIR`: a folder of local data sets (`glue/<task>/{train,validation}.jsonl`, `mnist/*-idx*-ubyte`).
 
-    The tests and the benchmark scripts of a source checkout set it to the checkout's `../shared/data`; elsewhere
-    point it at your copy, or pass the files to the scripts directly (`--train_file`, `--data_dir`).
+    Point it at your copy, or pass the files to each tool directly (its error says by which flag).
+
+    Raises:
+        FileNotFoundError: the variable is not set.
     """
     env = os.environ.get(DATA_DIR_ENV)
     if not env:
         raise FileNotFoundError(
-            f"no local data folder: set {DATA_DIR_ENV} to a folder holding glue/<task>/*.jsonl and mnist/*-ubyte "
-            "files, or pass the files to the script (--train_file / --data_dir)."
+            f"no local data folder: {DATA_DIR_ENV} is not set (a folder holding glue/<task>/*.jsonl and "
+            "mnist/*-ubyte files)."
         )
     return Path(env)
+
+
+def local_mnist_folder() -> Path | None:
+    """`$LBE_DATA_DIR/mnist` when the variable is set and the folder exists, else None."""
+    try:
+        folder = default_mnist_folder()
+    except FileNotFoundError:
+        return None
+    return folder if folder.is_dir() else None
 
 
 def default_mnist_folder() -> Path:
