@@ -17,6 +17,8 @@ EntropyConstant = Literal["pi_e", "2pi_e"]
 EntropyMode = Literal["flatten", "token"]
 EntropyEstimator = Literal["neuron", "joint"]
 OnNonfinite = Literal["skip", "raise"]
+LossForm = Literal["auto", "multiplicative", "additive"]
+LOSS_FORMS = ("auto", "multiplicative", "additive")
 
 
 @dataclass
@@ -47,6 +49,10 @@ class BatchEntropyConfig:
         entropy_estimator: "neuron" (eq. 3) or "joint" (`lbe_hf.entropy.joint_layer_entropies`, an experimental
             variant that also sees correlated neurons).
         on_nonfinite: "skip" a NaN/inf term for that step (counted as `lbe_skipped`) or "raise".
+        loss_form: "multiplicative" (the paper's eq. 6, `L + L * L_BE`, for non-negative likelihood-type losses:
+            `Trainer`, SFT, Seq2Seq, DPO), "additive" (`L + L_BE`, for losses that change sign or sit near 0:
+            GRPO), or "auto" (the trainer's form from `lbe_hf.trainer_rules`; multiplicative outside a trainer).
+            The term's scale differs: multiplicative weighs beta by the task loss, additive uses beta alone.
     """
 
     alpha: float | str = field(
@@ -111,6 +117,16 @@ class BatchEntropyConfig:
         },
     )
 
+    loss_form: LossForm = field(
+        default="auto",
+        metadata={
+            "help": "How the term joins the task loss L: 'multiplicative' (paper's eq. 6, L + L*L_BE, for "
+            "non-negative losses), 'additive' (L + L_BE, for losses that change sign or sit near 0, e.g. GRPO), "
+            "or 'auto' (chosen by the trainer).",
+            "choices": list(LOSS_FORMS),
+        },
+    )
+
     def __post_init__(self) -> None:
         if isinstance(self.alpha, str) and self.alpha.strip().lower() == AUTO:
             self.alpha = AUTO
@@ -148,6 +164,8 @@ class BatchEntropyConfig:
             raise ValueError(f"entropy_mode must be 'flatten' or 'token', got {self.entropy_mode!r}.")
         if self.entropy_estimator not in ("neuron", "joint"):
             raise ValueError(f"entropy_estimator must be 'neuron' or 'joint', got {self.entropy_estimator!r}.")
+        if self.loss_form not in LOSS_FORMS:
+            raise ValueError(f"loss_form must be one of {LOSS_FORMS}, got {self.loss_form!r}.")
         if self.on_nonfinite not in ("skip", "raise"):
             raise ValueError(f"on_nonfinite must be 'skip' or 'raise', got {self.on_nonfinite!r}.")
         for name in ("target_modules", "exclude_modules"):
@@ -245,6 +263,10 @@ class LBEArguments:
         default="skip", metadata={"help": "A NaN/inf LBE term: 'skip' that step (counted) or 'raise'."}
     )
 
+    lbe_loss_form: LossForm = field(
+        default="auto", metadata={"help": "'multiplicative' (L + L*L_BE), 'additive' (L + L_BE) or 'auto'."}
+    )
+
     def to_config(self) -> BatchEntropyConfig:
         for names, regex in (("target_modules", "target_regex"), ("exclude_modules", "exclude_regex")):
             if getattr(self, f"lbe_{names}") is not None and getattr(self, f"lbe_{regex}") is not None:
@@ -259,4 +281,5 @@ class LBEArguments:
             entropy_mode=self.lbe_entropy_mode,
             entropy_estimator=self.lbe_entropy_estimator,
             on_nonfinite=self.lbe_on_nonfinite,
+            loss_form=self.lbe_loss_form,
         )

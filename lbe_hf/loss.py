@@ -28,9 +28,25 @@ def lbe_loss(entropies: torch.Tensor, alphas: torch.Tensor, alpha_min: float, be
     return beta * (entropies - entropy_targets(alphas, alpha_min)).square().mean()
 
 
-def regularized_loss(task_loss: torch.Tensor, lbe: torch.Tensor) -> torch.Tensor:
-    """L + L * L_BE, eq. (6): the regularizer weighs most while the task loss is high (a stuck network).
+def regularized_loss(
+    task_loss: torch.Tensor, lbe: torch.Tensor, form: str = "multiplicative", term_scale: float = 1.0
+) -> torch.Tensor:
+    """L + L * L_BE, eq. (6), or L + L_BE (`form="additive"`, `term_scale` times the term).
 
-    As in the authors' code the task loss is not detached in the product.
+    Multiplicative: the regularizer weighs most while the task loss is high (a stuck network); as in the authors'
+    code the task loss is not detached in the product. It needs L >= 0: a negative L would turn the product into a
+    reward for lower entropy.
+
+    Raises:
+        ValueError: a negative task loss under the multiplicative form.
     """
-    return task_loss + task_loss * lbe.to(task_loss.dtype)
+    lbe = lbe.to(task_loss.dtype)
+    if form == "additive":
+        return task_loss + lbe * term_scale
+    if bool(task_loss.detach() < 0):
+        raise ValueError(
+            f"the task loss is negative ({task_loss.detach().item():.4g}): under the multiplicative form "
+            "L + L * L_BE a negative L rewards lower entropy. This trainer's loss is not a likelihood-type loss: set "
+            "BatchEntropyConfig(loss_form='additive') (L + L_BE; beta is then the term's whole weight)."
+        )
+    return task_loss + task_loss * lbe
