@@ -163,6 +163,44 @@ def joint_layer_entropies(
 
 
 @torch.no_grad()
+def shared_prefix_duplicates(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(batch, seq) bool: True where a row repeats an earlier row's whole prefix up to and including that position.
+
+    In a causal model such positions hold bit-identical activations (same tokens, mask and positions before them):
+    the prompt shared by a preference pair's chosen and rejected rows, or by a group of completions. Counting them
+    once keeps a repeated prompt from counting as several samples. O(batch^2 * seq).
+    """
+    same = input_ids[:, None, :] == input_ids[None, :, :]  # (B, B, T)
+    if attention_mask is not None:
+        same &= attention_mask[:, None, :] == attention_mask[None, :, :]
+    prefix = same.to(torch.int8).cumprod(-1).bool()  # row b matches row b' on positions 0..t
+    earlier = torch.ones(prefix.shape[:2], dtype=torch.bool, device=prefix.device).tril(-1)  # b' < b
+    return (prefix & earlier[:, :, None]).any(1)
+
+
+def masked_flatten_entropy(x: torch.Tensor, keep: torch.Tensor, constant: float = PI_E) -> torch.Tensor:
+    """Flatten-mode batch entropy (eq. 3) where each position counts only the rows `keep` selects.
+
+    Args:
+        x: (batch, seq, ...) activations; each (position, channel) is a neuron, as in flatten mode.
+        keep: (batch, seq) bool: the rows that are samples of that position's neurons (a duplicated prefix
+            position of a row is left out, see `shared_prefix_duplicates`). Neurons with fewer than 2 samples
+            drop out of the mean.
+
+    Returns:
+        Scalar float32 tensor, differentiable with respect to `x`.
+    """
+    flat = x.reshape(x.shape[0], x.shape[1], -1).float()
+    weight = keep.to(flat.dtype).unsqueeze(-1)  # (B, T, 1)
+    count = weight.sum(0)  # (T, 1)
+    mean = (flat * weight).sum(0) / count.clamp(min=1)
+    var = ((flat - mean).square() * weight).sum(0) / (count - 1).clamp(min=1)
+    terms = 0.5 * torch.log1p(constant * var)  # (T, H)
+    valid = (count >= 2).expand_as(terms)
+    return terms[valid].mean()
+
+
+@torch.no_grad()
 def effective_rank(x: torch.Tensor) -> float:
     """Effective rank (Roy & Vetterli, 2007) of a batch of activations (batch, ...), centred over the batch.
 

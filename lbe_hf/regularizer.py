@@ -33,7 +33,7 @@ from .alphas import ALPHAS_ATTRIBUTE, ALPHAS_NAME, LBEAlphas, copy_into, is_full
 from .auto_alpha import AutoAlphaInit
 from .collect import ActivationCollector, resolve_target_modules, unwrap_model
 from .config import AUTO, BatchEntropyConfig
-from .entropy import joint_layer_entropies, layer_entropies
+from .entropy import joint_layer_entropies, layer_entropies, masked_flatten_entropy, shared_prefix_duplicates
 from .loss import lbe_loss, regularized_loss
 
 logger = logging.getLogger(__name__)
@@ -152,6 +152,10 @@ class LBERegularizer:
         self.auto_alpha = AutoAlphaInit(model, self.config.constant) if fresh and self.config.alpha == AUTO else None
         if fresh:
             self._continue_from_saved(model)
+        # "auto" is the paper's eq. 6 outside a trainer; LBEMixin sets the trainer's form (lbe_hf.trainer_rules).
+        self.loss_form = "multiplicative" if self.config.loss_form == "auto" else self.config.loss_form
+        # Rows that repeat a prompt (preference pairs, completion groups): count each shared position once.
+        self.shared_prefixes = False
         self._root_handle = model.register_forward_hook(self._on_forward, with_kwargs=True)
         self.pending: list[torch.Tensor] = []
         self.layer_names: list[str] = []
@@ -264,7 +268,7 @@ class LBERegularizer:
         masks = list(mask) if isinstance(mask, (list, tuple)) else [mask] * len(activations)
         return self._term(list(zip(self.module_names, activations)), masks)
 
-    def _term(self, applications, masks=None, args=(), kwargs=None) -> torch.Tensor:
+    def _term(self, applications, masks=None, args=(), kwargs=None, keep=None) -> torch.Tensor:
         """The LBE term (a scalar touching every alpha) of captured (module name, output) pairs, recorded."""
         alpha = self.alphas_module.alpha
         if masks is None:
@@ -306,8 +310,12 @@ class LBERegularizer:
                 )
             self._record(None, None, None, dropped=0, skipped=True)
             return alpha.sum() * 0.0
-        estimate = joint_layer_entropies if self.config.entropy_estimator == "joint" else layer_entropies
-        entropies = estimate(kept, self.config.constant, kept_masks)
+        if keep is not None:  # flatten mode over rows that share prompts: each shared position once
+            c = self.config.constant
+            entropies = torch.stack([masked_flatten_entropy(x, keep, c) for x in kept])
+        else:
+            estimate = joint_layer_entropies if self.config.entropy_estimator == "joint" else layer_entropies
+            entropies = estimate(kept, self.config.constant, kept_masks)
         index_t = torch.tensor(index, device=alpha.device)
         if self.auto_alpha is not None:
             per_module = torch.zeros_like(alpha).index_add_(0, index_t, entropies.detach().to(alpha))
@@ -354,17 +362,51 @@ class LBERegularizer:
             masks.append(mask)
         return masks
 
+    def _shared_prefix_keep(self, kwargs) -> torch.Tensor | None:
+        """(batch, seq) bool of the positions that count, when rows repeat prompts (see `shared_prefixes`)."""
+        ids = kwargs.get("input_ids")
+        if not self.shared_prefixes or ids is None or ids.dim() != 2 or self._decoder_names:
+            return None
+        return ~shared_prefix_duplicates(ids, kwargs.get("attention_mask"))
+
+    def _check_packed(self, kwargs) -> None:
+        """Padding-free packing gives one row of concatenated sequences: flatten mode would see one sample."""
+        if self.config.entropy_mode != "flatten":
+            return
+        ids = kwargs.get("input_ids")
+        positions = kwargs.get("position_ids")
+        restarts = (
+            positions is not None
+            and positions.dim() == 2
+            and positions.shape[0] == 1
+            and positions.shape[1] > 1
+            and bool((positions[0, 1:] == 0).any())
+        )
+        if restarts or any(k.startswith("cu_seq_lens") for k in kwargs if kwargs[k] is not None):
+            rows = ids.shape[0] if isinstance(ids, torch.Tensor) else 1
+            raise ValueError(
+                f"this batch is packed (padding-free): {rows} row(s) of concatenated sequences with restarting "
+                "position_ids, so flatten mode would see 1 sample where you configured several. Use "
+                "BatchEntropyConfig(entropy_mode='token'), where every packed token is a sample, or turn packing "
+                "off (SFTConfig(packing=False), or a padding collator instead of DataCollatorWithFlattening)."
+            )
+
     def _on_forward(self, module: nn.Module, args, kwargs, output):
         if not self.collector.root_forward_trains():
             return None
+        self._check_packed(kwargs)
         applications = self.collector.take_applications()
         token = self.config.entropy_mode == "token"
         masks = self._token_masks(applications, kwargs) if token else None
-        lbe = self._term(applications, masks, args, kwargs)
+        keep = self._shared_prefix_keep(kwargs)
+        if keep is not None and token:
+            masks = [keep if m is None else m.bool() & keep for m in masks]
+            keep = None
+        lbe = self._term(applications, masks, args, kwargs, keep=keep)
         task_loss = _loss_of(output) if self.fold_into_loss else None
         if task_loss is not None:
             self.record_task_loss(task_loss)
-            return _with_loss(output, regularized_loss(task_loss, lbe))
+            return _with_loss(output, regularized_loss(task_loss, lbe, self.loss_form))
         # The loss is computed elsewhere (a trainer's own loss, a label smoother): `fold` applies the term.
         self.pending.append(lbe)
         own_loss = _loss_of(output)
@@ -374,12 +416,20 @@ class LBERegularizer:
             return _with_loss(output, own_loss + (lbe * 0.0).to(own_loss.dtype))
         return None
 
-    def fold(self, task_loss: torch.Tensor, log_value: torch.Tensor | None = None, log_weight: float = 1.0):
-        """L + L * L_BE for a loss computed outside the model, with the terms of the forwards captured since.
+    def fold(
+        self,
+        task_loss: torch.Tensor,
+        log_value: torch.Tensor | None = None,
+        log_weight: float = 1.0,
+        term_scale: float = 1.0,
+    ):
+        """L + L * L_BE (or L + term_scale * L_BE under `loss_form="additive"`) for a loss computed outside the
+        model, with the terms of the forwards captured since.
 
         Several training forwards before one loss (chosen and rejected run apart, say) contribute the mean of their
         terms. `log_value` / `log_weight`: what `task_loss` adds to the logged `task_loss` average (default: the
-        loss itself, weight 1).
+        loss itself, weight 1). `term_scale`: for an additive term beside a loss already divided over an
+        accumulated batch.
 
         Raises:
             RuntimeError: no training forward of the regularized model ran inside `capture()`.
@@ -393,7 +443,7 @@ class LBERegularizer:
         terms, self.pending = self.pending, []
         lbe = terms[0] if len(terms) == 1 else torch.stack(terms).mean()
         self.record_task_loss(task_loss if log_value is None else log_value, log_weight)
-        return regularized_loss(task_loss, lbe)
+        return regularized_loss(task_loss, lbe, self.loss_form, term_scale)
 
     # ---- metrics -----------------------------------------------------------------------------------------
 
@@ -452,7 +502,7 @@ class LBERegularizer:
         packed = packed.cpu()
         self._sums = None
         sums = dict(zip(_SUM_KEYS, packed[: len(_SUM_KEYS)].tolist()))
-        layer_sums, layer_counts = packed[len(_SUM_KEYS) :].split(n)
+        layer_sums, layer_counts = packed[len(_SUM_KEYS) :].view(2, n)  # n == 0: every term was skipped
         metrics = {
             "lbe_skipped": sums["skipped"],
             "lbe_layers_dropped": sums["dropped"],
