@@ -31,6 +31,7 @@ from .checkpoint import (
 from .collect import unwrap_model
 from .config import BatchEntropyConfig
 from .regularizer import LBERegularizer
+from .trainer_rules import rule_for
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,9 @@ class LBEMixin:
 
     Put it first: `class LBESFTTrainer(LBEMixin, SFTTrainer)`, then pass `lbe_config=BatchEntropyConfig(...)` besides
     the trainer's own arguments. The LBE term is applied to the loss the trainer really optimizes, whatever
-    `super().compute_loss` returns (the model's `outputs.loss`, a label smoother's, TRL's own), as L + L * L_BE.
+    `super().compute_loss` returns (the model's `outputs.loss`, a label smoother's, TRL's own), as L + L * L_BE or,
+    for trainers whose loss changes sign (GRPO), L + L_BE. Which trainers are accepted, and each one's loss form and
+    samples, is declared in `lbe_hf.trainer_rules`; the others are refused here, before any work.
 
     - Only training forwards with autograd are regularized: evaluation, a trainer's metric forwards under
       `torch.no_grad()` and reference-model forwards add nothing; several gradient forwards in one `compute_loss`
@@ -110,6 +113,8 @@ class LBEMixin:
         mark_checkpoints: bool = True,
         **kw,
     ):
+        # Refused trainers fail here, before the trainer loads or wraps anything.
+        self.lbe_trainer_name, self.lbe_rule = rule_for(type(self))
         self._lbe_base_config = _as_config(lbe_config)
         self.lbe_config = self._lbe_base_config
         self.fix_accumulation = fix_accumulation
@@ -170,6 +175,8 @@ class LBEMixin:
             self._lbe_layer_history = []
         self.lbe_config = config
         self.lbe = LBERegularizer(model, config, fold_into_loss=False)
+        self.lbe.loss_form = self.lbe_rule.loss_form if config.loss_form == "auto" else config.loss_form
+        self.lbe.shared_prefixes = self.lbe_rule.shared_prefixes
         # Hooks go when the trainer is garbage-collected (or on `remove_lbe()`), not at the end of train():
         # evaluate/predict/train() again keep working, and the hooks hold no tensor between steps.
         self._lbe_finalizer = weakref.finalize(self, self.lbe.remove)
@@ -228,6 +235,26 @@ class LBEMixin:
         return super().hyperparameter_search(hp_space, *args, **kwargs)
 
     def _check_lbe_args(self) -> None:
+        if self.args.n_gpu > 1 and self.args.parallel_mode.value == "not_distributed":
+            # nn.DataParallel runs the hooks in one thread per GPU, each on its slice, into shared state.
+            raise ValueError(
+                f"{self.args.n_gpu} GPUs without a launcher: Trainer would use nn.DataParallel, whose replicas run "
+                "LBE's hooks in threads on slices of the batch. Launch with `accelerate launch` or `torchrun` (DDP), "
+                "or limit this process to one GPU (CUDA_VISIBLE_DEVICES=0)."
+            )
+        packed = getattr(self.args, "packing", False) or getattr(self.args, "padding_free", False)
+        collator = type(getattr(self, "data_collator", None)).__name__
+        if (packed or collator == "DataCollatorWithFlattening") and self.lbe_config.entropy_mode == "flatten":
+            raise ValueError(
+                "packed (padding-free) batches hold one row of concatenated sequences, so flatten mode would see one "
+                "sample where you configured several. Use BatchEntropyConfig(entropy_mode='token') (every packed "
+                "token a sample), or turn packing off."
+            )
+        if self.lbe_rule.shared_prefixes and self.lbe_config.entropy_estimator == "joint":
+            raise ValueError(
+                f"{self.lbe_trainer_name} batches rows that share prompts, which only the 'neuron' estimator counts "
+                "once: use entropy_estimator='neuron'."
+            )
         if self.args.per_device_train_batch_size < 2 and self.lbe_config.entropy_mode == "flatten":
             raise ValueError(
                 f"per_device_train_batch_size={self.args.per_device_train_batch_size}: batch entropy is a variance "
@@ -283,13 +310,19 @@ class LBEMixin:
         steps = max(1, self.args.gradient_accumulation_steps)
         scaled = self._lbe_loss_is_scaled(num_items_in_batch)
         detached = loss.detach()
-        loss = self.lbe.fold(loss, log_value=detached if scaled else detached / steps, log_weight=1.0 / steps)
+        # An additive term beside a loss already divided over the accumulated batch is divided the same way.
+        term_scale = 1.0 / steps if scaled else 1.0
+        loss = self.lbe.fold(
+            loss, log_value=detached if scaled else detached / steps, log_weight=1.0 / steps, term_scale=term_scale
+        )
         if not torch.isfinite(loss.detach()).all():
             loss = self._nonfinite_task_loss(model, loss)
         return (loss, outputs) if return_outputs else loss
 
     def _lbe_loss_is_scaled(self, num_items_in_batch) -> bool:
         """Whether `compute_loss`'s loss is already divided over the whole accumulated batch (as Trainer decides)."""
+        if getattr(type(self), "loss_is_scaled_for_ga", None) is True:  # the trainer says so for every batch (GRPO)
+            return True
         if num_items_in_batch is None:
             return False
         if self.loss_is_scaled_for_ga is not None:

@@ -5,9 +5,10 @@ Each is `LBEMixin` in front of TRL's class, so it takes TRL's arguments plus `lb
     trainer = LBESFTTrainer(model=model, args=SFTConfig(...), train_dataset=ds, lbe_config=BatchEntropyConfig())
 
 TRL computes these losses itself (SFT from its fused LM head's log-probabilities, DPO from chosen/rejected
-log-probabilities), never from `outputs.loss`; the mixin applies L + L * L_BE to that loss. TRL's extra forwards
+log-probabilities), never from `outputs.loss`; the mixin applies the LBE term to that loss. TRL's extra forwards
 under `torch.no_grad()` (SFT's token-accuracy metrics, DPO's reference log-probabilities) are not regularized.
-Any other TRL trainer works the same way: `class LBEKTOTrainer(LBEMixin, KTOTrainer): pass`.
+`class LBEGRPOTrainer(LBEMixin, GRPOTrainer): pass` works too (an additive term); other TRL trainers are refused
+until validated (`lbe_hf.trainer_rules`).
 """
 
 from __future__ import annotations
@@ -29,5 +30,6 @@ class LBESFTTrainer(LBEMixin, SFTTrainer):
 class LBEDPOTrainer(LBEMixin, DPOTrainer):
     """TRL's `DPOTrainer` with layerwise batch-entropy regularization (see `lbe_hf.LBEMixin`).
 
-    Chosen and rejected completions run as one concatenated batch, so their entropies are measured together.
+    Chosen and rejected completions run as one concatenated batch, measured together; the prompt positions the two
+    rows of a pair share count once.
     """
