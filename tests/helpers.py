@@ -48,6 +48,12 @@ def tiny_llama(vocab_size: int = 64, seed: int = 0, layers: int = 2, **config):
     return LlamaForCausalLM(LlamaConfig(**{**settings, **config}))
 
 
+def tokenizer_llama(tok, seed: int = 0, **config):
+    """`tiny_llama` sized for the offline tokenizer `tok`, with its pad/eos/bos ids (what the TRL tests train)."""
+    special = dict(pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id, bos_token_id=tok.cls_token_id)
+    return tiny_llama(vocab_size=len(tok), seed=seed, **special, **config)
+
+
 def free_port() -> int:
     """A TCP port free on this machine now, for a launch's rendezvous (the default 29500 may be taken)."""
     import socket

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from datasets import Dataset
-from helpers import offline_tokenizer, tiny_bert, tiny_llama
+from helpers import tiny_bert
+from helpers import tokenizer_llama as llama
 from transformers import TrainerCallback, TrainingArguments
 
 from lbe_hf import BatchEntropyConfig, LBEMixin, LBETrainer
@@ -17,16 +18,6 @@ trl = pytest.importorskip("trl")
 from lbe_hf import LBEDPOTrainer, LBESFTTrainer  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return offline_tokenizer()
-
-
-def llama(tok, seed=0, **config):
-    special = dict(pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id, bos_token_id=tok.cls_token_id)
-    return tiny_llama(vocab_size=len(tok), seed=seed, **special, **config)
 
 
 COMMON = dict(logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, seed=0, disable_tqdm=True)

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 from datasets import Dataset
-from helpers import offline_tokenizer, tiny_llama
+from helpers import tokenizer_llama as llama
 from transformers import (
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
@@ -24,21 +24,6 @@ trl = pytest.importorskip("trl")
 from lbe_hf import LBEDPOTrainer, LBESFTTrainer  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return offline_tokenizer()
-
-
-def llama(tok, seed=0):
-    return tiny_llama(
-        vocab_size=len(tok),
-        seed=seed,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.sep_token_id,
-        bos_token_id=tok.cls_token_id,
-    )
 
 
 def sft_rows(n=16):
